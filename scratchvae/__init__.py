@@ -1,0 +1,20 @@
+"""scratchvae: the Variational Autoencoder of Kingma & Welling (2014) from scratch in NumPy,
+with every gradient of the reparameterized ELBO derived and written by hand.
+
+Public names: VAE, CVAE, HVAE, gradcheck, check_gradients, SGD, Adam, Adagrad, fit, and the
+submodules data, evaluate, viz.
+"""
+import os
+
+# numba's OpenMP workers otherwise spin after a parallel region and stall OpenBLAS's threads on a
+# 2-core machine by a scheduler slice (~7 ms per BLAS call, NOTES.md 3.7). Must be set before
+# numba starts its thread pool; setdefault keeps a user's own choice.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+__version__ = "0.1.0"
+
+from .gradcheck import check_gradients, gradcheck  # noqa: E402
+from .model import VAE  # noqa: E402
+from .optim import SGD, Adagrad, Adam  # noqa: E402
+
+__all__ = ["VAE", "gradcheck", "check_gradients", "SGD", "Adam", "Adagrad", "__version__"]

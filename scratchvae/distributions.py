@@ -1,0 +1,245 @@
+"""Gaussian and Bernoulli pieces of the VAE, each forward paired with its hand-written backward.
+
+Symbols (DESIGN.md section 1): K samples, B batch, D data dimension, d latent dimension.
+
+    mu, logvar   (B, d)      parameters of q(z|x) = N(mu, diag(exp(logvar)))
+    eps          (K, B, d)   standard normal noise
+    z            (K, B, d)   z_k = mu + exp(logvar / 2) * eps_k
+    out          (K, B, D)   decoder output: logits (bernoulli) or means (gaussian)
+    ll           (K, B)      log p(x | z_k)
+    kl           (B,)        KL(q(z|x) || N(0, I))
+
+Derivations: docs/derivations.md, one heading per function pair.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .kernels import Kernels
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+# ------------------------------------------------------------------ reparameterization
+class ReparamCache(NamedTuple):
+    eps: np.ndarray   # (K, B, d)
+    std: np.ndarray   # exp(logvar / 2), (B, d)
+
+
+def reparameterize_forward(mu, logvar, eps, *, k: Kernels):
+    """Draw z through the reparameterization trick.
+
+    Shapes: mu, logvar (B, d), eps (K, B, d) -> z (K, B, d).
+    Equation: std = exp(logvar / 2);  z_k = mu + std * eps_k.
+    """
+    z, std = k.reparam_fwd(mu, logvar, eps)
+    return z, ReparamCache(eps, std)
+
+
+def reparameterize_backward(dz, cache: ReparamCache, *, k: Kernels):
+    """Gradients of z with respect to mu and logvar, summed over the K samples.
+
+    Shapes: dz (K, B, d) -> dmu (B, d), dlogvar (B, d).
+    Equation: dmu = sum_k dz_k;  dlogvar = sum_k dz_k * eps_k * std / 2
+              (since dz_k/dlogvar = eps_k * exp(logvar/2) / 2).
+    Derivation: docs/derivations.md, "Reparameterization".
+    """
+    return k.reparam_bwd(dz, cache.eps, cache.std)
+
+
+# ------------------------------------------------------------------ KL to the standard normal
+class KLCache(NamedTuple):
+    mu: np.ndarray
+    logvar: np.ndarray
+
+
+def gaussian_kl_forward(mu, logvar, *, k: Kernels):
+    """Closed-form KL(N(mu, diag(exp(logvar))) || N(0, I)), one value per row.
+
+    Shapes: mu, logvar (B, d) -> kl (B,).
+    Equation: kl = 1/2 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j).
+    """
+    return k.kl_fwd(mu, logvar), KLCache(mu, logvar)
+
+
+def gaussian_kl_backward(dkl, cache: KLCache, *, k: Kernels):
+    """Gradients of the closed-form KL.
+
+    Shapes: dkl (B,) -> dmu (B, d), dlogvar (B, d).
+    Equation: dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2.
+    Derivation: docs/derivations.md, "KL to the standard normal".
+    """
+    return k.kl_bwd(dkl, cache.mu, cache.logvar)
+
+
+def gaussian_kl_per_dim(mu, logvar):
+    """KL per latent dimension, (B, d): 1/2 (mu^2 + exp(logvar) - 1 - logvar). For reports and
+    free bits; its gradient is that of ``gaussian_kl_backward`` masked per dimension."""
+    return 0.5 * (mu * mu + np.expm1(logvar) - logvar)
+
+
+# ------------------------------------------------------------------ KL between two diagonal Gaussians
+class KL2Cache(NamedTuple):
+    mu1: np.ndarray
+    logvar1: np.ndarray
+    mu2: np.ndarray
+    logvar2: np.ndarray
+
+
+def kl_diag_gaussians_forward(mu1, logvar1, mu2, logvar2):
+    """Closed-form KL(N(mu1, exp(logvar1)) || N(mu2, exp(logvar2))) for diagonal Gaussians.
+
+    Shapes: all four (B, d) (or broadcastable to a common (..., d)) -> kl (...,), summed over d.
+    Equation: kl = 1/2 sum_j [ logvar2 - logvar1
+                               + (exp(logvar1) + (mu1 - mu2)^2) * exp(-logvar2) - 1 ].
+    With mu2 = 0 and logvar2 = 0 this is ``gaussian_kl_forward``.
+    """
+    r = mu1 - mu2
+    kl = 0.5 * (logvar2 - logvar1 + (np.exp(logvar1) + r * r) * np.exp(-logvar2) - 1.0)
+    return kl.sum(axis=-1), KL2Cache(mu1, logvar1, mu2, logvar2)
+
+
+def kl_diag_gaussians_backward(dkl, cache: KL2Cache):
+    """Gradients of the KL between two diagonal Gaussians, shapes as the forward's inputs.
+
+    Equation (with dkl broadcast over d, r = mu1 - mu2, p2 = exp(-logvar2)):
+        dmu1     =  dkl * r * p2
+        dmu2     = -dkl * r * p2
+        dlogvar1 =  dkl * (exp(logvar1) * p2 - 1) / 2
+        dlogvar2 =  dkl * (1 - (exp(logvar1) + r^2) * p2) / 2
+    Derivation: docs/derivations.md, "KL between two diagonal Gaussians".
+    """
+    mu1, lv1, mu2, lv2 = cache
+    dkl = np.asarray(dkl)[..., None]
+    r = mu1 - mu2
+    p2 = np.exp(-lv2)
+    v1 = np.exp(lv1)
+    dmu1 = dkl * r * p2
+    dlv1 = dkl * 0.5 * (v1 * p2 - 1.0)
+    dlv2 = dkl * 0.5 * (1.0 - (v1 + r * r) * p2)
+    return (_sum_to(dmu1, np.shape(mu1)), _sum_to(dlv1, np.shape(lv1)),
+            _sum_to(-dmu1, np.shape(mu2)), _sum_to(dlv2, np.shape(lv2)))
+
+
+# ------------------------------------------------------------------ diagonal Gaussian log-density
+class LogNormalCache(NamedTuple):
+    v: np.ndarray
+    m: np.ndarray
+    logvar: np.ndarray
+    r_prec: np.ndarray   # (v - m) * exp(-logvar)
+
+
+def log_normal_forward(v, m, logvar):
+    """log N(v; m, diag(exp(logvar))), summed over the last axis; m, logvar broadcast against v.
+
+    Shapes: v (..., d), m and logvar broadcastable to v -> (...,).
+    Equation: log N = -1/2 sum_j [ (v_j - m_j)^2 exp(-logvar_j) + logvar_j + log(2 pi) ].
+    """
+    r = v - m
+    r_prec = r * np.exp(-logvar)
+    lp = -0.5 * (r * r_prec + logvar + LOG_2PI)
+    lp = np.broadcast_to(lp, np.broadcast_shapes(np.shape(v), np.shape(m), np.shape(logvar)))
+    return lp.sum(axis=-1), LogNormalCache(v, m, logvar, r_prec)
+
+
+def log_normal_backward(dlp, cache: LogNormalCache):
+    """Gradients (dv, dm, dlogvar) of log N(v; m, exp(logvar)), each shaped as its input.
+
+    Equation (dlp broadcast over the last axis):
+        dv      = -dlp * (v - m) exp(-logvar)
+        dm      =  dlp * (v - m) exp(-logvar)
+        dlogvar =  dlp * ((v - m)^2 exp(-logvar) - 1) / 2
+    Gradients of broadcast inputs are summed over the broadcast axes.
+    Derivation: docs/derivations.md, "Diagonal Gaussian log-density".
+    """
+    v, m, lv, r_prec = cache
+    dlp = dlp[..., None]
+    dm = dlp * r_prec
+    dlv = 0.5 * dlp * (r_prec * (v - m) - 1.0)
+    return _sum_to(-dm, np.shape(v)), _sum_to(dm, np.shape(m)), _sum_to(dlv, np.shape(lv))
+
+
+def log_standard_normal_forward(v):
+    """log N(v; 0, I) summed over the last axis: -1/2 sum_j (v_j^2 + log(2 pi)). (...,d) -> (...,)."""
+    return -0.5 * (v * v + LOG_2PI).sum(axis=-1), v
+
+
+def log_standard_normal_backward(dlp, v):
+    """dv = -dlp * v."""
+    return -dlp[..., None] * v
+
+
+def _sum_to(g, shape):
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (the reverse of broadcasting)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(lead))) if lead > 0 else g
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+# ------------------------------------------------------------------ likelihoods p(x|z)
+class LikelihoodCache(NamedTuple):
+    x: np.ndarray        # (B, D)
+    out: np.ndarray      # (K, B, D)
+    logvar: np.ndarray | None   # (D,) for gaussian, None for bernoulli
+
+
+def bernoulli_loglik_forward(x, out, *, k: Kernels):
+    """Bernoulli log-likelihood with logits, in the stable softplus form (never log(sigmoid)).
+
+    Shapes: x (B, D) in [0, 1], out (K, B, D) logits -> ll (K, B).
+    Equation: log p(x|z_k) = sum_i x_i out_i - softplus(out_i),
+              softplus(t) = max(t, 0) + log1p(exp(-|t|)).
+    """
+    return k.bernoulli_ll_fwd(x, out), LikelihoodCache(x, out, None)
+
+
+def bernoulli_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
+    """Gradient with respect to the logits.
+
+    Shapes: dll (K, B) -> dout (K, B, D).
+    Equation: dout = dll * (x - sigmoid(out)).
+    Derivation: docs/derivations.md, "Bernoulli likelihood".
+    """
+    return k.bernoulli_ll_bwd(dll, cache.x, cache.out)
+
+
+def gaussian_loglik_forward(x, out, logvar, *, k: Kernels):
+    """Gaussian log-likelihood with per-dimension log-variance (fixed or learned).
+
+    Shapes: x (B, D), out (K, B, D) means, logvar (D,) -> ll (K, B).
+    Equation: log p(x|z_k) = -1/2 sum_i [ (x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi) ].
+    """
+    return k.gaussian_ll_fwd(x, out, logvar), LikelihoodCache(x, out, logvar)
+
+
+def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
+    """Gradients with respect to the means and the log-variance vector.
+
+    Shapes: dll (K, B) -> dout (K, B, D), dlogvar (D,).
+    Equation: dout = dll * (x - out) exp(-logvar);
+              dlogvar_i = sum_{k,b} dll_kb * ((x_bi - out_kbi)^2 exp(-logvar_i) - 1) / 2.
+    Derivation: docs/derivations.md, "Gaussian likelihood".
+    """
+    return k.gaussian_ll_bwd(dll, cache.x, cache.out, cache.logvar)
+
+
+# ------------------------------------------------------------------ log-sum-exp over samples
+class LSECache(NamedTuple):
+    a: np.ndarray     # (K, B)
+
+
+def logsumexp_forward(a, *, k: Kernels):
+    """Stable log sum_k exp(a_k) over the sample axis. Shapes: a (K, B) -> (B,).
+
+    Equation: m = max_k a_k;  lse = m + log sum_k exp(a_k - m)  (all -inf gives -inf).
+    """
+    return k.logsumexp(a), LSECache(a)
+
+
+def logsumexp_backward(dlse, cache: LSECache, *, k: Kernels):
+    """Shapes: dlse (B,) -> da (K, B).  Equation: da_k = dlse * softmax_k(a) = dlse * w~_k,
+    the normalised importance weights. Derivation: docs/derivations.md, "Log-sum-exp"."""
+    return dlse[None, :] * k.softmax(cache.a)

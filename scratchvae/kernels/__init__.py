@@ -1,0 +1,95 @@
+"""Kernel sets: one field per operation, one signature per field, one provider per backend.
+
+The model, layers and distributions only ever call ``k.<kernel>(...)`` on a ``Kernels``
+object handed to them, so they never branch on the backend (DESIGN.md section 4).
+
+Symbols (DESIGN.md section 1): ``K`` samples, ``B`` batch, ``D`` data dimension, ``d``
+latent dimension, ``F`` a layer's width.
+
+Every kernel takes C-contiguous arrays of one float dtype (float32 or float64) and returns
+arrays of that dtype.  Kernels do no validation: the Python layer above them validates
+(``scratchvae._checks``), so a kernel never raises on bad input and never sees it.
+
+===================  ==============================================  ===========================
+kernel               arguments                                       returns
+===================  ==============================================  ===========================
+matmul               a (M, N), b (N, P)                              a @ b (M, P)
+matmul_at            a (N, M), b (N, P)                              a.T @ b (M, P)
+matmul_bt            a (M, P), b (N, P)                              a @ b.T (M, N)
+bias_act_fwd         z (N, F), b (F,), act (int code)                (h, y): h = z + b, y = f(h)
+bias_act_bwd         dy (N, F), h (N, F), y (N, F), act              (dh, db): dh = dy*f'(h), db = sum_n dh
+reparam_fwd          mu (B, d), logvar (B, d), eps (K, B, d)         (z (K, B, d), std (B, d))
+reparam_bwd          dz (K, B, d), eps (K, B, d), std (B, d)         (dmu, dlogvar) each (B, d)
+kl_fwd               mu (B, d), logvar (B, d)                        kl (B,)
+kl_bwd               dkl (B,), mu, logvar                            (dmu, dlogvar) each (B, d)
+bernoulli_ll_fwd     x (B, D), out (K, B, D)                         ll (K, B)
+bernoulli_ll_bwd     dll (K, B), x, out                              dout (K, B, D)
+gaussian_ll_fwd      x (B, D), out (K, B, D), logvar (D,)            ll (K, B)
+gaussian_ll_bwd      dll (K, B), x, out, logvar                      (dout (K, B, D), dlogvar (D,))
+logsumexp            a (K, B)                                        (B,) log sum_k exp(a_k)
+softmax              a (K, B)                                        (K, B) exp(a_k) / sum_k exp(a)
+sgd_step             p, g, velocity, lr, momentum                    None (p, velocity in place)
+adam_step            p, g, m, v, lr, beta1, beta2, eps, t            None (p, m, v in place)
+adagrad_step         p, g, s, lr, eps                                None (p, s in place)
+===================  ==============================================  ===========================
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple
+
+from ._activation_codes import ACTIVATION_CODES
+
+
+class Kernels(NamedTuple):
+    """The kernel set of one backend. Field order is the table in the module docstring."""
+
+    name: str
+    matmul: Callable
+    matmul_at: Callable
+    matmul_bt: Callable
+    bias_act_fwd: Callable
+    bias_act_bwd: Callable
+    reparam_fwd: Callable
+    reparam_bwd: Callable
+    kl_fwd: Callable
+    kl_bwd: Callable
+    bernoulli_ll_fwd: Callable
+    bernoulli_ll_bwd: Callable
+    gaussian_ll_fwd: Callable
+    gaussian_ll_bwd: Callable
+    logsumexp: Callable
+    softmax: Callable
+    sgd_step: Callable
+    adam_step: Callable
+    adagrad_step: Callable
+
+
+KERNEL_NAMES = tuple(f for f in Kernels._fields if f != "name")
+
+# backend name -> module providing a function per kernel name; imported lazily so that
+# numba (and numba.cuda) load only when asked for.
+_REGISTRY = {
+    "numpy": "scratchvae.kernels.numpy_ref",
+    "numba": "scratchvae.kernels.numba_cpu",
+    "cuda": "scratchvae.kernels.cuda",
+}
+BACKENDS = tuple(_REGISTRY)
+_CACHE: dict[str, Kernels] = {}
+
+
+def get_kernels(backend: str) -> Kernels:
+    """Return the ``Kernels`` of ``backend`` ("numpy", "numba" or "cuda")."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {BACKENDS}; got {type(backend).__name__}")
+    if backend not in _REGISTRY:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend not in _CACHE:
+        module = importlib.import_module(_REGISTRY[backend])
+        if hasattr(module, "check_available"):
+            module.check_available()  # e.g. cuda without a GPU raises ValueError here
+        _CACHE[backend] = Kernels(name=backend, **{f: getattr(module, f) for f in KERNEL_NAMES})
+    return _CACHE[backend]
+
+
+__all__ = ["Kernels", "KERNEL_NAMES", "BACKENDS", "ACTIVATION_CODES", "get_kernels"]

@@ -1,0 +1,180 @@
+"""Reference kernels in plain NumPy: written for reading, and the truth the tests compare against.
+
+Signatures and shapes are the table in ``scratchvae/kernels/__init__.py``. Every function keeps
+the dtype of its array arguments (Python float scalars do not promote under NumPy 2's rules;
+integer masks are cast with ``astype(h.dtype)`` so float32 stays float32).
+"""
+import numpy as np
+
+from ._activation_codes import ELU, ELU_ALPHA, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+# ---------------------------------------------------------------- matrix products (BLAS)
+def matmul(a, b):
+    """a @ b: (M, N) x (N, P) -> (M, P)."""
+    return a @ b
+
+
+def matmul_at(a, b):
+    """a.T @ b: (N, M) x (N, P) -> (M, P); used for dW = a.T @ dy."""
+    return a.T @ b
+
+
+def matmul_bt(a, b):
+    """a @ b.T: (M, P) x (N, P) -> (M, N); used for da = dy @ W.T."""
+    return a @ b.T
+
+
+# ---------------------------------------------------------------- activations
+def sigmoid(h):
+    """sigma(h) = 1 / (1 + exp(-h)), as 0.5*tanh(h/2) + 0.5, which never overflows."""
+    return 0.5 * np.tanh(0.5 * h) + 0.5
+
+
+def softplus(h):
+    """softplus(h) = log(1 + exp(h)) = max(h, 0) + log1p(exp(-|h|)), never overflows."""
+    return np.logaddexp(0.0, h).astype(h.dtype, copy=False)
+
+
+def act_fwd(h, act):
+    """y = f(h) for the activation with integer code ``act``."""
+    if act == RELU:
+        return np.maximum(h, 0.0)
+    if act == LEAKY_RELU:
+        return np.where(h > 0, h, LEAKY_SLOPE * h)
+    if act == TANH:
+        return np.tanh(h)
+    if act == SIGMOID:
+        return sigmoid(h)
+    if act == SOFTPLUS:
+        return softplus(h)
+    if act == ELU:
+        # expm1 of min(h, 0): no overflow warning for large positive h in the unused branch
+        return np.where(h > 0, h, ELU_ALPHA * np.expm1(np.minimum(h, 0.0)))
+    if act == IDENTITY:
+        return h.copy()
+    raise AssertionError(f"unknown activation code {act}")  # unreachable: callers validate
+
+
+def act_grad(h, y, act):
+    """f'(h), using the forward output y where that is cheaper (tanh, sigmoid, elu)."""
+    one = np.ones((), h.dtype)
+    if act == RELU:
+        return (h > 0).astype(h.dtype)  # f'(0) taken as 0
+    if act == LEAKY_RELU:
+        return np.where(h > 0, one, h.dtype.type(LEAKY_SLOPE))
+    if act == TANH:
+        return 1.0 - y * y  # tanh' = 1 - tanh^2
+    if act == SIGMOID:
+        return y * (1.0 - y)  # sigma' = sigma (1 - sigma)
+    if act == SOFTPLUS:
+        return sigmoid(h)  # softplus' = sigma
+    if act == ELU:
+        return np.where(h > 0, one, y + ELU_ALPHA)  # for h <= 0: alpha*exp(h) = y + alpha
+    if act == IDENTITY:
+        return np.ones_like(h)
+    raise AssertionError(f"unknown activation code {act}")
+
+
+def bias_act_fwd(z, b, act):
+    """h = z + b; y = f(h). Returns (h, y), both (N, F); h is kept for the backward."""
+    h = z + b
+    return h, act_fwd(h, act)
+
+
+def bias_act_bwd(dy, h, y, act):
+    """dh = dy * f'(h) (N, F); db = sum_n dh (F,)."""
+    dh = dy * act_grad(h, y, act)
+    return dh, dh.sum(axis=0)
+
+
+# ---------------------------------------------------------------- reparameterization and KL
+def reparam_fwd(mu, logvar, eps):
+    """std = exp(logvar / 2); z_k = mu + std * eps_k. Returns (z (K, B, d), std (B, d))."""
+    std = np.exp(0.5 * logvar)
+    return mu + std * eps, std
+
+
+def reparam_bwd(dz, eps, std):
+    """dmu = sum_k dz_k;  dlogvar = sum_k dz_k * eps_k * std / 2  (dz/dlogvar = eps*std/2)."""
+    return dz.sum(axis=0), 0.5 * std * (dz * eps).sum(axis=0)
+
+
+def kl_fwd(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""
+    return 0.5 * (mu * mu + np.expm1(logvar) - logvar).sum(axis=1)
+
+
+def kl_bwd(dkl, mu, logvar):
+    """dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2."""
+    dkl = dkl[:, None]
+    return dkl * mu, dkl * 0.5 * np.expm1(logvar)
+
+
+# ---------------------------------------------------------------- likelihoods
+def bernoulli_ll_fwd(x, out):
+    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i), logits out (K, B, D) -> (K, B)."""
+    return (x * out - softplus(out)).sum(axis=-1)
+
+
+def bernoulli_ll_bwd(dll, x, out):
+    """dout = dll * (x - sigmoid(out))  (d softplus / d out = sigmoid(out))."""
+    return dll[..., None] * (x - sigmoid(out))
+
+
+def gaussian_ll_fwd(x, out, logvar):
+    """log p(x|z_k) = -1/2 sum_i [(x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi)]."""
+    r = x - out
+    return -0.5 * (r * r * np.exp(-logvar) + logvar + LOG_2PI).sum(axis=-1)
+
+
+def gaussian_ll_bwd(dll, x, out, logvar):
+    """dout = dll * (x - out) exp(-logvar);
+    dlogvar_i = sum_{k,b} dll * ((x - out)^2 exp(-logvar_i) - 1) / 2."""
+    r = x - out
+    prec = np.exp(-logvar)
+    dll = dll[..., None]
+    dout = dll * r * prec
+    dlogvar = (0.5 * dll * (r * r * prec - 1.0)).sum(axis=(0, 1))
+    return dout, dlogvar
+
+
+# ---------------------------------------------------------------- log-sum-exp over samples
+def logsumexp(a):
+    """log sum_k exp(a_k) over axis 0, (K, B) -> (B,), shifted by the max; all -inf gives -inf."""
+    m = a.max(axis=0)
+    m_safe = np.where(np.isfinite(m), m, 0.0).astype(a.dtype)  # avoid -inf - -inf = nan
+    return m_safe + np.log(np.exp(a - m_safe).sum(axis=0))
+
+
+def softmax(a):
+    """w_k = exp(a_k - logsumexp(a)) over axis 0, (K, B) -> (K, B); the gradient of logsumexp."""
+    return np.exp(a - logsumexp(a))
+
+
+# ---------------------------------------------------------------- optimizer updates (in place)
+def sgd_step(p, g, velocity, lr, momentum):
+    """velocity = momentum * velocity + g;  p -= lr * velocity  (momentum 0: p -= lr * g)."""
+    velocity *= momentum
+    velocity += g
+    p -= lr * velocity
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
+    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr * mhat / (sqrt(vhat) + eps),
+    mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), t = 1, 2, ... the step count."""
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * g * g
+    mhat = m / (1.0 - beta1**t)
+    vhat = v / (1.0 - beta2**t)
+    p -= lr * mhat / (np.sqrt(vhat) + eps)
+
+
+def adagrad_step(p, g, s, lr, eps):
+    """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
+    s += g * g
+    p -= lr * g / (np.sqrt(s) + eps)
