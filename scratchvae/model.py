@@ -235,10 +235,12 @@ class VAE:
                              f"in [{x.min():.4g}, {x.max():.4g}]")
         return x
 
-    def _check_y(self, y, batch):
+    conditional = False   # True for models that read labels y (the CVAE)
+
+    def _check_y(self, y, batch, name="y"):
         """Labels: refused by the unconditional models (the CVAE overrides this)."""
         if y is not None:
-            raise ValueError(f"y must be None for {type(self).__name__} (labels are for the CVAE)")
+            raise ValueError(f"{name} must be None for {type(self).__name__} (labels are for the CVAE)")
         return None
 
     def _check_eps(self, eps, n_samples, batch):

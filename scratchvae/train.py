@@ -1,0 +1,164 @@
+"""Training: ``fit`` runs shuffled minibatch optimisation of any model of the family, records a
+per-epoch history, stops cleanly on divergence and optionally early on validation loss.
+
+History entries (one value per epoch): epoch, beta (at the epoch's last step), train_loss (mean
+of the minibatch losses), val_loss (negative ELBO with beta = 1 on x_val, or on up to 1000
+training examples when there is no x_val), recon (mean -log p(x|z)), kl (mean KL),
+kl_per_dim (list of d values), active_units, seconds.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checks import check_array, check_float, check_int
+from .evaluate import active_units, elbo_terms
+from .optim import Adam
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a NaN or inf loss or gradient; the model keeps its last good parameters."""
+
+
+class History(dict):
+    """Per-epoch training history: a dict from column name to a list, one entry per epoch."""
+
+    COLUMNS = ("epoch", "beta", "train_loss", "val_loss", "recon", "kl", "active_units", "seconds")
+
+    def __init__(self):
+        super().__init__({c: [] for c in self.COLUMNS + ("kl_per_dim",)})
+
+    def rows(self):
+        """One dict per epoch (kl_per_dim spread into kl_0, kl_1, ...), e.g. for a CSV file."""
+        out = []
+        for i in range(len(self["epoch"])):
+            row = {c: self[c][i] for c in self.COLUMNS}
+            row.update({f"kl_{j}": v for j, v in enumerate(self["kl_per_dim"][i])})
+            out.append(row)
+        return out
+
+
+def _all_finite(loss, grads) -> bool:
+    return np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
+
+
+def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n_samples=1,
+        beta=1.0, seed=0, progress=True, y_train=None, y_val=None, objective="elbo",
+        free_bits=0.0, kl_warmup=0, binarize=False, patience=None, callback=None):
+    """Train ``model`` in place and return its ``History``.
+
+    Arguments beyond DESIGN.md section 3:
+      beta       a number, or a schedule: a callable step -> beta (see ``scratchvae.schedules``)
+      kl_warmup  epochs of linear warm-up of beta from ~0 to ``beta`` (0: none)
+      objective  "elbo" or "iwae";  free_bits  minimum KL per latent dimension (nats), 0 = off
+      binarize   True: dynamic binarization, a fresh draw x_bin ~ Bernoulli(x) every epoch
+      patience   early stopping: stop after this many epochs without a better val_loss and
+                 restore the best parameters (None: train all epochs)
+      callback   called as callback(epoch, history) after each epoch
+    Minibatches are drawn without replacement from a Generator seeded by ``seed``; so is the noise.
+    A NaN or inf loss or gradient raises DivergenceError naming the epoch and step, and leaves the
+    model at the last parameters whose loss and gradients were finite.
+    """
+    x_train = model._check_x(x_train, "x_train")
+    n = x_train.shape[0]
+    y_train = _check_labels(model, y_train, n, "y_train")
+    if x_val is not None:
+        x_val = model._check_x(x_val, "x_val")
+        y_val = _check_labels(model, y_val, x_val.shape[0], "y_val")
+    epochs = check_int("epochs", epochs, min_value=1)
+    batch_size = check_int("batch_size", batch_size, min_value=1)
+    seed = check_int("seed", seed, min_value=0)
+    kl_warmup = check_int("kl_warmup", kl_warmup, min_value=0)
+    if patience is not None:
+        patience = check_int("patience", patience, min_value=1)
+    steps_per_epoch = -(-n // batch_size)
+    if callable(beta):
+        schedule = beta
+    else:
+        beta = check_float("beta", beta, min_value=0.0)
+        schedule = ((lambda t: beta * min(1.0, (t + 1) / (kl_warmup * steps_per_epoch)))
+                    if kl_warmup else (lambda t: beta))
+    optimizer = Adam() if optimizer is None else optimizer
+    if hasattr(optimizer, "set_backend"):
+        optimizer.set_backend(model.backend)
+
+    rng = np.random.default_rng(seed)
+    x_eval, y_eval = (x_val, y_val) if x_val is not None else (x_train[:1000], _head(y_train, 1000))
+    history = History()
+    backup = {key: np.empty_like(v) for key, v in model.params.items()}
+    best = (np.inf, None)
+    step = 0
+    bar = tqdm(range(1, epochs + 1), desc="epochs", unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        x_epoch = ((rng.random(x_train.shape) < x_train).astype(model.dtype) if binarize else x_train)
+        order = rng.permutation(n)
+        losses = []
+        for i, start in enumerate(range(0, n, batch_size), start=1):
+            idx = order[start:start + batch_size]
+            beta_t = schedule(step)
+            loss, grads = model.loss_and_grads(
+                x_epoch[idx], n_samples=n_samples, beta=beta_t, rng=rng, objective=objective,
+                free_bits=free_bits, **_y_kw(y_train, idx))
+            if not _all_finite(loss, grads):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}, step {i} (global step {step + 1}): the "
+                    f"loss or a gradient is NaN or inf (loss = {loss}); the model keeps the last "
+                    f"parameters whose loss and gradients were finite. Try a smaller learning rate.")
+            for key, v in model.params.items():
+                np.copyto(backup[key], v)
+            optimizer.step(model.params, grads)
+            if not all(np.isfinite(v).all() for v in model.params.values()):
+                for key, v in model.params.items():
+                    np.copyto(v, backup[key])
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}, step {i}: the optimizer step made a "
+                    f"parameter NaN or inf; the parameters before that step were restored.")
+            losses.append(loss)
+            step += 1
+        terms = elbo_terms(model, x_eval, y=y_eval, rng=np.random.default_rng([seed, epoch]))
+        val_loss = float(np.mean(terms.recon + terms.kl))
+        _append(history, epoch=epoch, beta=float(beta_t), train_loss=float(np.mean(losses)),
+                val_loss=val_loss, recon=float(terms.recon.mean()), kl=float(terms.kl.mean()),
+                kl_per_dim=[float(v) for v in terms.kl_per_dim.mean(axis=0)],
+                active_units=int(active_units(model, x_eval, y=y_eval)),
+                seconds=time.perf_counter() - t0)
+        bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val_loss:.3f}")
+        if callback is not None:
+            callback(epoch, history)
+        if patience is not None:
+            if val_loss < best[0]:
+                best = (val_loss, {key: v.copy() for key, v in model.params.items()})
+                since_best = 0
+            else:
+                since_best += 1
+                if since_best >= patience:
+                    break
+    if patience is not None and best[1] is not None:
+        for key, v in model.params.items():
+            np.copyto(v, best[1][key])
+    return history
+
+
+def _append(history, **values):
+    for key, v in values.items():
+        history[key].append(v)
+
+
+def _head(y, n):
+    return None if y is None else y[:n]
+
+
+def _y_kw(y, idx):
+    return {} if y is None else {"y": y[idx]}
+
+
+def _check_labels(model, y, n, name):
+    """Labels go with the conditional model only; its own check validates them."""
+    if y is None:
+        return None
+    if not getattr(model, "conditional", False):
+        raise ValueError(f"{name} must be None for {type(model).__name__} (labels are for the CVAE)")
+    return model._check_y(y, n, name=name)
