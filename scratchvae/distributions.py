@@ -91,11 +91,14 @@ def kl_diag_gaussians_forward(mu1, logvar1, mu2, logvar2):
 
     Shapes: all four (B, d) (or broadcastable to a common (..., d)) -> kl (...,), summed over d.
     Equation: kl = 1/2 sum_j [ logvar2 - logvar1
-                               + (exp(logvar1) + (mu1 - mu2)^2) * exp(-logvar2) - 1 ].
+                               + (exp(logvar1) + (mu1 - mu2)^2) * exp(-logvar2) - 1 ],
+              computed as logvar2 - logvar1 + expm1(logvar1 - logvar2) + (mu1 - mu2)^2 exp(-logvar2).
     With mu2 = 0 and logvar2 = 0 this is ``gaussian_kl_forward``.
     """
     r = mu1 - mu2
-    kl = 0.5 * (logvar2 - logvar1 + (np.exp(logvar1) + r * r) * np.exp(-logvar2) - 1.0)
+    # exp(logvar1) exp(-logvar2) - 1 as expm1(logvar1 - logvar2): no overflow for large equal
+    # log-variances, and accurate when the two variances are close
+    kl = 0.5 * (logvar2 - logvar1 + np.expm1(logvar1 - logvar2) + r * r * np.exp(-logvar2))
     return kl.sum(axis=-1), KL2Cache(mu1, logvar1, mu2, logvar2)
 
 
@@ -113,10 +116,10 @@ def kl_diag_gaussians_backward(dkl, cache: KL2Cache):
     dkl = np.asarray(dkl)[..., None]
     r = mu1 - mu2
     p2 = np.exp(-lv2)
-    v1 = np.exp(lv1)
+    ratm1 = np.expm1(lv1 - lv2)    # exp(logvar1) * p2 - 1, without overflow
     dmu1 = dkl * r * p2
-    dlv1 = dkl * 0.5 * (v1 * p2 - 1.0)
-    dlv2 = dkl * 0.5 * (1.0 - (v1 + r * r) * p2)
+    dlv1 = dkl * 0.5 * ratm1
+    dlv2 = dkl * 0.5 * (-ratm1 - r * r * p2)
     return (_sum_to(dmu1, np.shape(mu1)), _sum_to(dlv1, np.shape(lv1)),
             _sum_to(-dmu1, np.shape(mu2)), _sum_to(dlv2, np.shape(lv2)))
 
@@ -126,6 +129,7 @@ class LogNormalCache(NamedTuple):
     v: np.ndarray
     m: np.ndarray
     logvar: np.ndarray
+    r: np.ndarray        # v - m
     r_prec: np.ndarray   # (v - m) * exp(-logvar)
 
 
@@ -139,7 +143,7 @@ def log_normal_forward(v, m, logvar):
     r_prec = r * np.exp(-logvar)
     lp = -0.5 * (r * r_prec + logvar + LOG_2PI)
     lp = np.broadcast_to(lp, np.broadcast_shapes(np.shape(v), np.shape(m), np.shape(logvar)))
-    return lp.sum(axis=-1), LogNormalCache(v, m, logvar, r_prec)
+    return lp.sum(axis=-1), LogNormalCache(v, m, logvar, r, r_prec)
 
 
 def log_normal_backward(dlp, cache: LogNormalCache):
@@ -152,10 +156,10 @@ def log_normal_backward(dlp, cache: LogNormalCache):
     Gradients of broadcast inputs are summed over the broadcast axes.
     Derivation: docs/derivations.md, "Diagonal Gaussian log-density".
     """
-    v, m, lv, r_prec = cache
+    v, m, lv, r, r_prec = cache
     dlp = dlp[..., None]
     dm = dlp * r_prec
-    dlv = 0.5 * dlp * (r_prec * (v - m) - 1.0)
+    dlv = 0.5 * dlp * (r_prec * r - 1.0)
     return _sum_to(-dm, np.shape(v)), _sum_to(dm, np.shape(m)), _sum_to(dlv, np.shape(lv))
 
 

@@ -132,7 +132,8 @@ def output_net_backward(dout, cache, prefix: str, grads: dict, *, k):
 
 class LossResult(NamedTuple):
     """What one forward pass computed (all per example, nats)."""
-    loss: float              # the batch loss (mean over the batch of ``per_example``)
+    loss: float              # the batch loss: mean of ``per_example`` (with free bits, the KL
+                             # part is the free-bits term instead, so it differs)
     per_example: np.ndarray  # (B,) loss per example
     ll: np.ndarray           # (K, B) log p(x|z_k)
     kl: np.ndarray           # (B,) closed-form KL(q(z|x) || N(0, I))
