@@ -75,6 +75,8 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
         patience = check_int("patience", patience, min_value=1)
     steps_per_epoch = -(-n // batch_size)
     if callable(beta):
+        if kl_warmup:
+            raise ValueError("kl_warmup must be 0 when beta is a schedule (the schedule sets beta)")
         schedule = beta
     else:
         beta = check_float("beta", beta, min_value=0.0)
@@ -89,6 +91,7 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     history = History()
     backup = {key: np.empty_like(v) for key, v in model.params.items()}
     best = (np.inf, None)
+    since_best = 0
     step = 0
     bar = tqdm(range(1, epochs + 1), desc="epochs", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -103,6 +106,9 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
                 x_epoch[idx], n_samples=n_samples, beta=beta_t, rng=rng, objective=objective,
                 free_bits=free_bits, **_y_kw(y_train, idx))
             if not _all_finite(loss, grads):
+                if step > 0:   # the parameters before the last update had a finite loss and grads
+                    for key, v in model.params.items():
+                        np.copyto(v, backup[key])
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {i} (global step {step + 1}): the "
                     f"loss or a gradient is NaN or inf (loss = {loss}); the model keeps the last "

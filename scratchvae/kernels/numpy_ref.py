@@ -142,16 +142,28 @@ def gaussian_ll_bwd(dll, x, out, logvar):
 
 
 # ---------------------------------------------------------------- log-sum-exp over samples
+def _shifted_exp(a):
+    """(exp(a - m), m) with m = max_k a_k per column; m is replaced by 0 where it is not finite,
+    so an all -inf column gives zeros rather than nan (-inf - -inf)."""
+    m = a.max(axis=0)
+    m_safe = np.where(np.isfinite(m), m, 0.0).astype(a.dtype)
+    return np.exp(a - m_safe), m_safe
+
+
 def logsumexp(a):
     """log sum_k exp(a_k) over axis 0, (K, B) -> (B,), shifted by the max; all -inf gives -inf."""
-    m = a.max(axis=0)
-    m_safe = np.where(np.isfinite(m), m, 0.0).astype(a.dtype)  # avoid -inf - -inf = nan
-    return m_safe + np.log(np.exp(a - m_safe).sum(axis=0))
+    e, m = _shifted_exp(a)
+    with np.errstate(divide="ignore"):   # log(0) = -inf is the right answer for an all -inf column
+        return m + np.log(e.sum(axis=0))
 
 
 def softmax(a):
-    """w_k = exp(a_k - logsumexp(a)) over axis 0, (K, B) -> (K, B); the gradient of logsumexp."""
-    return np.exp(a - logsumexp(a))
+    """w_k = exp(a_k - m) / sum_k exp(a_k - m) over axis 0, (K, B) -> (K, B); the gradient of
+    logsumexp. Normalising the shifted exponentials (rather than exp(a - logsumexp(a))) keeps the
+    weights accurate in float32 when |a| is large (the rounding of logsumexp would scale them)."""
+    e, _ = _shifted_exp(a)
+    with np.errstate(invalid="ignore"):  # an all -inf column has no gradient: NaN, caught by fit
+        return e / e.sum(axis=0)
 
 
 # ---------------------------------------------------------------- optimizer updates (in place)
