@@ -609,3 +609,8 @@ def format_report(report) -> str:
                   f"  {'gap log p(x) - ELBO':<{w}}{report['gap']:>12.4f}",
                   f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}{report['kl_q_posterior']:>12.4f}"]
     return "\n".join(lines)
+
+
+# Sample quality for digits (an FID analogue; see scratchvae/quality.py), re-exported here so the
+# evaluation measures live under one name.
+from .quality import digit_frechet_distance, frechet_distance, train_classifier  # noqa: E402,F401

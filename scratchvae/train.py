@@ -163,8 +163,8 @@ def _y_kw(y, idx):
 
 def _check_labels(model, y, n, name):
     """Labels go with the conditional model only; its own check validates them."""
-    if y is None:
-        return None
-    if not getattr(model, "conditional", False):
+    if getattr(model, "conditional", False):
+        return model._check_y(y, n, name=name)      # raises "CVAE needs labels y_train" on None
+    if y is not None:
         raise ValueError(f"{name} must be None for {type(model).__name__} (labels are for the CVAE)")
-    return model._check_y(y, n, name=name)
+    return None

@@ -1,0 +1,327 @@
+"""A VAE with two stochastic layers (Burda, Grosse & Salakhutdinov 2016, section 5): z2 -> z1 -> x.
+
+Symbols (DESIGN.md section 6): B batch, D data dimension, d1 and d2 the two latent sizes,
+K samples. Every sample of z1 has its own z2, so the second layer works on K*B rows.
+
+    x                  (B, D)       data
+    mu_q1, logvar_q1   (B, d1)      MLP "q1" on x:    q(z1|x)  = N(mu_q1, diag(exp(logvar_q1)))
+    eps1               (K, B, d1)   N(0, I) noise
+    z1                 (K, B, d1)   mu_q1 + exp(logvar_q1 / 2) * eps1
+    mu_q2, logvar_q2   (K, B, d2)   MLP "q2" on z1:   q(z2|z1) = N(mu_q2, diag(exp(logvar_q2)))
+    eps2               (K, B, d2)   N(0, I) noise
+    z2                 (K, B, d2)   mu_q2 + exp(logvar_q2 / 2) * eps2
+    mu_p1, logvar_p1   (K, B, d1)   MLP "p1" on z2:   p(z1|z2) = N(mu_p1, diag(exp(logvar_p1)))
+    out                (K, B, D)    MLP "dec" on z1:  p(x|z1), the likelihood of section 1
+    p(z2) = N(0, I)
+
+With log N(v; m, lv) = -1/2 sum_j [ (v_j - m_j)^2 exp(-lv_j) + lv_j + log(2 pi) ], per example:
+
+    ll     = log p(x|z1_k)                                                         (K, B)
+    kl1    = log q(z1_k|x) - log p(z1_k|z2_k)      (the middle layer, sampled)      (K, B)
+    kl2    = KL(q(z2|z1_k) || N(0, I))             (the top layer, closed form)     (K, B)
+    kl     = (1/K) sum_k (kl1 + kl2)               (a one-sample-per-k estimate of the
+                                                    joint KL(q(z1, z2|x) || p(z1, z2)))  (B,)
+    loss   = -(1/K) sum_k ll + beta * kl                                    objective "elbo"
+    logw   = ll + log p(z1|z2) + log p(z2) - log q(z1|x) - log q(z2|z1)               (K, B)
+    loss   = -( logsumexp_k logw - log K )                                  objective "iwae"
+
+The batch loss is the mean over the batch. The backward runs the chain in reverse; z1 collects
+four gradients (the decoder, the sampled log q(z1|x) - log p(z1|z2) term, and through q2 the top
+KL and (via z2) log p(z1|z2)), and mu_q1/logvar_q1 collect theirs both directly from log q(z1|x)
+and through the reparameterization of z1. Derivation: docs/derivations.md, "Two stochastic
+layers".
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._checks import check_array, check_float, check_int, check_rng, check_sizes
+from .distributions import (gaussian_kl_backward, gaussian_kl_forward, log_normal_backward,
+                            log_normal_forward, log_standard_normal_backward,
+                            log_standard_normal_forward, reparameterize_backward,
+                            reparameterize_forward)
+from .losses import neg_elbo_backward, neg_elbo_forward, neg_iwae_backward, neg_iwae_forward
+from .model import (VAE, add_gaussian_head_params, add_mlp_params, gaussian_net_backward,
+                    gaussian_net_forward, output_net_backward, output_net_forward)
+
+
+class HLossResult(NamedTuple):
+    """What one forward pass of the HVAE computed (per example, nats). The first five fields are
+    those of ``model.LossResult``, so code written for the VAE reads it unchanged."""
+    loss: float              # the batch loss (mean over the batch of ``per_example``)
+    per_example: np.ndarray  # (B,)
+    ll: np.ndarray           # (K, B) log p(x|z1_k)
+    kl: np.ndarray           # (B,) (1/K) sum_k (kl1 + kl2): the ELBO is ll.mean(0) - kl
+    logw: np.ndarray | None  # (K, B) log importance weights (objective "iwae"), else None
+    kl1: np.ndarray          # (K, B) log q(z1_k|x) - log p(z1_k|z2_k)
+    kl2: np.ndarray          # (K, B) KL(q(z2|z1_k) || N(0, I))
+
+
+def _check_pair_of_ints(name, v):
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+        raise TypeError(f"{name} must be a pair of positive ints (d1, d2); got {type(v).__name__}")
+    if len(v) != 2:
+        raise ValueError(f"{name} must be a pair of positive ints (d1, d2); got {len(v)} values")
+    return tuple(check_int(f"{name}[{i}]", s, min_value=1) for i, s in enumerate(v))
+
+
+def _check_pair_of_sizes(name, v):
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+        raise TypeError(f"{name} must be a pair of sequences of widths, e.g. ((400,), (100,)); "
+                        f"got {type(v).__name__}")
+    if len(v) != 2:
+        raise ValueError(f"{name} must be a pair of sequences of widths, e.g. ((400,), (100,)); "
+                         f"got {len(v)} entries")
+    return tuple(check_sizes(f"{name}[{i}]", s) for i, s in enumerate(v))
+
+
+class HVAE(VAE):
+    """VAE with two stochastic layers: p(x, z1, z2) = p(x|z1) p(z1|z2) p(z2), q = q(z1|x) q(z2|z1).
+
+    ``latent_dims = (d1, d2)``; ``hidden_dims = (h, g)``: ``h`` the hidden widths of q1 (x -> z1),
+    reversed for the decoder (z1 -> x); ``g`` those of q2 (z1 -> z2), reversed for p1 (z2 -> z1).
+    Parameters: q1.*, q2.*, p1.* (each like the VAE's enc.*: W0, b0, ..., W_mu, b_mu, W_logvar,
+    b_logvar) and dec.* (W0, b0, ..., W_out, b_out, and dec.logvar when learned), in that order.
+    Noise ``eps`` is a pair (eps1 (K, B, d1), eps2 (K, B, d2)). The other arguments are those of
+    ``VAE``. Equations: the module docstring.
+    """
+
+    model_type = "hvae"
+
+    def __init__(self, input_dim, latent_dims=(20, 10), hidden_dims=((400,), (100,)),
+                 activation="relu", likelihood="bernoulli", output_var=1.0, dtype="float64",
+                 seed=0, backend="numpy"):
+        self.input_dim = check_int("input_dim", input_dim, min_value=1)
+        self.latent_dims = _check_pair_of_ints("latent_dims", latent_dims)
+        self.hidden_dims = _check_pair_of_sizes("hidden_dims", hidden_dims)
+        self._init_common(activation, likelihood, output_var, dtype, seed, backend)
+        self.params = self._build_params(np.random.default_rng(self._init_seed))
+
+    @property
+    def latent_dim(self) -> int:
+        """d1, the size of z1: what ``encode`` returns and ``decode`` reads."""
+        return self.latent_dims[0]
+
+    @property
+    def decoder_hidden_dims(self) -> tuple:
+        """Hidden widths of the decoder (z1 -> x): hidden_dims[0] reversed."""
+        return self.hidden_dims[0][::-1]
+
+    def _build_params(self, rng) -> dict:
+        D, (d1, d2), (h, g) = self.input_dim, self.latent_dims, self.hidden_dims
+        params: dict = {}
+        for prefix, fan_in, widths, d_out in (("q1", D, h, d1), ("q2", d1, g, d2),
+                                               ("p1", d2, g[::-1], d1)):
+            sizes = (fan_in,) + widths
+            add_mlp_params(params, rng, prefix, sizes, self.dtype)
+            add_gaussian_head_params(params, rng, prefix, sizes[-1], d_out, self.dtype)
+        self._add_decoder_params(params, rng, (d1,) + self.decoder_hidden_dims)
+        return params
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON-serialisable); ``HVAE(**config)`` rebuilds the model."""
+        return dict(input_dim=self.input_dim, latent_dims=list(self.latent_dims),
+                    hidden_dims=[list(h) for h in self.hidden_dims], activation=self.activation,
+                    likelihood=self.likelihood, output_var=self.output_var,
+                    dtype=self.dtype.name, seed=self.seed, backend=self.backend)
+
+    # ------------------------------------------------------------------ noise and validation
+    def _check_eps(self, eps, n_samples, batch):
+        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+            raise TypeError(f"eps must be a pair (eps1, eps2) of arrays of shapes "
+                            f"({n_samples}, {batch}, {self.latent_dims[0]}) and "
+                            f"({n_samples}, {batch}, {self.latent_dims[1]}); got "
+                            f"{type(eps).__name__}" + (f" of length {len(eps)}"
+                                                       if isinstance(eps, (tuple, list)) else ""))
+        return tuple(check_array(f"eps[{i}]", e, shape=(n_samples, batch, d), dtype=self.dtype)
+                     for i, (e, d) in enumerate(zip(eps, self.latent_dims)))
+
+    def draw_eps(self, n_samples, batch, rng):
+        """Standard-normal noise of the structure ``eps`` takes: a pair
+        (eps1 (n_samples, batch, d1), eps2 (n_samples, batch, d2)), eps1 drawn first."""
+        n_samples = check_int("n_samples", n_samples, min_value=1)
+        batch = check_int("batch", batch, min_value=1)
+        rng = check_rng("rng", rng)
+        return tuple(rng.standard_normal((n_samples, batch, d), dtype=self.dtype)
+                     for d in self.latent_dims)
+
+    def _check_call(self, x, y, n_samples, beta, objective, free_bits):
+        out = super()._check_call(x, y, n_samples, beta, objective, free_bits)
+        if out[-1] != 0.0:
+            raise ValueError(f"free_bits must be 0 for HVAE (free bits are implemented for the "
+                             f"single-layer KL only); got {free_bits}")
+        return out
+
+    # ------------------------------------------------------------------ forward and backward
+    def _loss_and_grads(self, x, y, eps, beta, objective, free_bits=0.0, need_grads=True,
+                        need_dx=False):
+        """The whole chain on validated inputs: returns (HLossResult, grads or None, dx or None).
+
+        Forward: q1 -> z1 -> (q2 -> z2 -> p1) and dec -> the per-sample terms -> loss.
+        Backward (the same chain reversed; the d-names are gradients of the batch loss):
+          objective "elbo":  dll = -1/(K B),  dkl1 = dkl2 = beta/(K B)
+                             dlogq1 = dkl1,  dlogp1 = -dkl1
+          objective "iwae":  dlogw = -(1/B) softmax_k(logw)
+                             dll = dlogp1 = dlogpz2 = dlogw,  dlogq1 = dlogq2 = -dlogw
+          top layer:   dmu_q2, dlogvar_q2 from kl2 (elbo) or from log q(z2|z1) (iwae, direct),
+                       dz2 = (p1 network's input gradient) [+ d log p(z2) + d log q(z2|z1) / dz2]
+                       dmu_q2 += sum dz2,  dlogvar_q2 += dz2 * eps2 * std_q2 / 2   (reparam.)
+          dz1 = (decoder's input gradient) + d log q(z1|x)/dz1 + d log p(z1|z2)/dz1
+                + (q2 network's input gradient)
+          dmu_q1, dlogvar_q1 = the direct gradients of log q(z1|x) + the reparameterization's
+        """
+        k, p = self._k, self.params
+        eps1, eps2 = eps
+        K, B, d1 = eps1.shape
+        d2 = eps2.shape[2]
+        D, N = self.input_dim, K * B
+        (h, g), act = self.hidden_dims, self._act
+        # ---- forward
+        mu_q1, lv_q1, q1_cache = gaussian_net_forward(p, "q1", len(h), x, act, k=k)
+        z1, rep1_cache = reparameterize_forward(mu_q1, lv_q1, eps1, k=k)        # (K, B, d1)
+        z1f = z1.reshape(N, d1)              # matmul is 2-D: the K*B samples become rows
+        mu_q2, lv_q2, q2_cache = gaussian_net_forward(p, "q2", len(g), z1f, act, k=k)  # (N, d2)
+        # one row per (k, b): reparameterize with a single "sample" of N rows
+        z2, rep2_cache = reparameterize_forward(mu_q2, lv_q2, eps2.reshape(1, N, d2), k=k)
+        z2f = z2.reshape(N, d2)
+        mu_p1, lv_p1, p1_cache = gaussian_net_forward(p, "p1", len(g), z2f, act, k=k)  # (N, d1)
+        out, dec_cache = output_net_forward(p, "dec", len(h), z1f, act, k=k)
+        out = out.reshape(K, B, D)
+        ll, ll_cache = self._loglik_forward(x, out)                              # (K, B)
+        logq1, q1d_cache = log_normal_forward(z1, mu_q1, lv_q1)                  # (K, B)
+        logp1, p1d_cache = log_normal_forward(z1f, mu_p1, lv_p1)                 # (N,)
+        kl2, kl2_cache = gaussian_kl_forward(mu_q2, lv_q2, k=k)                  # (N,)
+        kl1 = logq1 - logp1.reshape(K, B)
+        kl2 = kl2.reshape(K, B)
+        kl = (kl1 + kl2).mean(axis=0)
+        logw = None
+        if objective == "elbo":
+            loss, per_example = neg_elbo_forward(ll, kl, beta)
+        else:
+            logpz2, pz2_cache = log_standard_normal_forward(z2f)                 # (N,)
+            logq2, q2d_cache = log_normal_forward(z2f, mu_q2, lv_q2)             # (N,)
+            logw = ll - kl1 + (logpz2 - logq2).reshape(K, B)
+            loss, lk, lse_cache = neg_iwae_forward(logw, k=k)
+            per_example = -lk
+        result = HLossResult(float(loss), per_example, ll, kl, logw, kl1, kl2)
+        if not need_grads:
+            return result, None, None
+
+        # ---- backward: the upstream gradient of every term
+        grads: dict = {}
+        if objective == "elbo":
+            dll, dkl = neg_elbo_backward(ll.shape, beta, self.dtype)             # dkl (B,)
+            dkl1 = np.repeat(dkl[None, :] / K, K, axis=0)   # kl = (1/K) sum_k (kl1 + kl2)
+            dlogq1, dlogp1 = dkl1, -dkl1
+            dmu_q2, dlv_q2 = gaussian_kl_backward(dkl1.reshape(N), kl2_cache, k=k)
+            dz2 = 0.0
+        else:
+            dlogw = neg_iwae_backward(lse_cache, k=k)                            # (K, B)
+            dll, dlogq1, dlogp1 = dlogw, -dlogw, dlogw
+            dlogw_f = dlogw.reshape(N)
+            dz2 = log_standard_normal_backward(dlogw_f, pz2_cache)
+            dz2_q, dmu_q2, dlv_q2 = log_normal_backward(-dlogw_f, q2d_cache)
+            dz2 = dz2 + dz2_q
+        # log p(z1|z2): z1 directly, and (mu_p1, logvar_p1) -> p1 network -> z2
+        dz1_p, dmu_p1, dlv_p1 = log_normal_backward(dlogp1.reshape(N), p1d_cache)
+        dz2 = dz2 + gaussian_net_backward(dmu_p1, dlv_p1, p1_cache, "p1", grads, k=k)
+        # z2 = mu_q2 + exp(logvar_q2/2) eps2, then the q2 network back to z1
+        dmu_r, dlv_r = reparameterize_backward(dz2.reshape(1, N, d2), rep2_cache, k=k)
+        dz1_q2 = gaussian_net_backward(dmu_q2 + dmu_r, dlv_q2 + dlv_r, q2_cache, "q2", grads, k=k)
+        # the decoder
+        dout = self._loglik_backward(dll, ll_cache, grads)
+        dz1_dec = output_net_backward(dout.reshape(N, D), dec_cache, "dec", grads, k=k)
+        # log q(z1|x): z1 directly, and mu_q1/logvar_q1 directly (summed over the K samples)
+        dz1_q, dmu_q1, dlv_q1 = log_normal_backward(dlogq1, q1d_cache)
+        dz1 = dz1_q + (dz1_p + dz1_q2 + dz1_dec).reshape(K, B, d1)
+        # z1 = mu_q1 + exp(logvar_q1/2) eps1, then the q1 network back to x
+        dmu_r, dlv_r = reparameterize_backward(dz1, rep1_cache, k=k)
+        dx_in = gaussian_net_backward(dmu_q1 + dmu_r, dlv_q1 + dlv_r, q1_cache, "q1", grads,
+                                      k=k, need_da=need_dx)
+        dx = None
+        if need_dx:
+            dx = dx_in + self._loglik_dx(x, out, dll)   # x feeds q1 and the likelihood
+        return result, self._ordered(grads), dx
+
+    # ------------------------------------------------------------------ the networks on their own
+    def encode(self, x, y=None):
+        """Parameters of q(z1|x): (mu_q1, logvar_q1), each (B, d1)."""
+        x = self._check_x(x)
+        self._check_y(y, x.shape[0])
+        mu, logvar, _ = gaussian_net_forward(self.params, "q1", len(self.hidden_dims[0]), x,
+                                             self._act, k=self._k)
+        return mu, logvar
+
+    def encode_z2(self, z1):
+        """Parameters of q(z2|z1): (mu_q2, logvar_q2), each (N, d2) for z1 (N, d1)."""
+        z1 = check_array("z1", z1, ndim=2, shape=(None, self.latent_dims[0]), dtype=self.dtype)
+        mu, logvar, _ = gaussian_net_forward(self.params, "q2", len(self.hidden_dims[1]), z1,
+                                             self._act, k=self._k)
+        return mu, logvar
+
+    def prior_z1(self, z2):
+        """Parameters of p(z1|z2): (mu_p1, logvar_p1), each (N, d1) for z2 (N, d2)."""
+        z2 = check_array("z2", z2, ndim=2, shape=(None, self.latent_dims[1]), dtype=self.dtype)
+        mu, logvar, _ = gaussian_net_forward(self.params, "p1", len(self.hidden_dims[1]), z2,
+                                             self._act, k=self._k)
+        return mu, logvar
+
+    def _decode_out(self, z, y=None):
+        z = check_array("z1", z, ndim=2, shape=(None, self.latent_dims[0]), dtype=self.dtype)
+        out, _ = output_net_forward(self.params, "dec", len(self.hidden_dims[0]), z, self._act,
+                                    k=self._k)
+        return out
+
+    def decode(self, z1, y=None):
+        """Mean of p(x|z1): probabilities (bernoulli) or means (gaussian), (N, D) for z1 (N, d1)."""
+        return super().decode(z1, y)
+
+    def sample(self, n, rng=None):
+        """Ancestral samples down the chain: z2 ~ N(0, I), z1 ~ p(z1|z2), the decoded mean of
+        p(x|z1). Shapes: -> (n, D)."""
+        n = check_int("n", n, min_value=1)
+        rng = self.rng if rng is None else check_rng("rng", rng)
+        z2 = rng.standard_normal((n, self.latent_dims[1]), dtype=self.dtype)
+        mu_p1, lv_p1 = self.prior_z1(z2)
+        z1, _ = reparameterize_forward(
+            mu_p1, lv_p1, rng.standard_normal((1, n, self.latent_dims[0]), dtype=self.dtype),
+            k=self._k)
+        return self.decode(z1[0])
+
+    def elbo(self, x, n_samples=1, rng=None, y=None, eps=None):
+        """Per-example ELBO (beta = 1), (B,), nats, higher is better:
+        (1/K) sum_k [ log p(x|z1_k) - log q(z1_k|x) + log p(z1_k|z2_k)
+                      - KL(q(z2|z1_k) || N(0, I)) ]."""
+        return super().elbo(x, n_samples=n_samples, rng=rng, y=y, eps=eps)
+
+    def log_likelihood(self, x, k=5000, rng=None, y=None, return_stderr=False, max_rows=2**14):
+        """Importance-weighted estimate L_k of log p(x) per example, (B,), nats, with the
+        two-layer proposal q(z1|x) q(z2|z1).
+
+        Equation: L_k = logsumexp_i log w_i - log k,
+                  log w_i = log p(x|z1_i) + log p(z1_i|z2_i) + log p(z2_i) - log q(z1_i|x)
+                            - log q(z2_i|z1_i),   z1_i ~ q(z1|x), z2_i ~ q(z2|z1_i).
+        With ``return_stderr`` also the Monte Carlo standard error (see ``VAE.log_likelihood``).
+        """
+        return super().log_likelihood(x, k=k, rng=rng, y=y, return_stderr=return_stderr,
+                                      max_rows=max_rows)
+
+
+def active_units_per_layer(model, x, threshold=0.01, return_variance=False):
+    """Active units of each stochastic layer (Burda et al. 2016, section 5.2): (au1, au2).
+
+    Equation: au1 = #{j : Var_x( E_q[z1_j | x] ) > threshold},  E_q[z1|x] = mu_q1(x);
+              au2 = #{j : Var_x( E_q[z2_j | z1] ) > threshold},  E_q[z2|z1] = mu_q2(z1) at
+              z1 = mu_q1(x). With ``return_variance`` also the variances ((d1,), (d2,)).
+    """
+    if not isinstance(model, HVAE):
+        raise TypeError(f"model must be an HVAE; got {type(model).__name__}")
+    threshold = check_float("threshold", threshold, min_value=0.0)
+    mu1, _ = model.encode(x)
+    mu2, _ = model.encode_z2(mu1)
+    var1, var2 = mu1.var(axis=0), mu2.var(axis=0)
+    au = (int((var1 > threshold).sum()), int((var2 > threshold).sum()))
+    return (au, (var1, var2)) if return_variance else au
