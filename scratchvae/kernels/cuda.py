@@ -1,0 +1,587 @@
+"""numba.cuda kernels: the same functions and signatures as ``numpy_ref``, run on an NVIDIA GPU.
+
+Each public function is a host wrapper: it copies its arguments to the device
+(``cuda.to_device``), launches one or two ``@cuda.jit`` kernels and copies the results back
+(``copy_to_host``), so it takes and returns NumPy arrays exactly like the other backends. The
+optimizer updates copy the new values back into the caller's arrays (in place). Parameters do
+not stay resident on the device between calls: every call pays its host<->device transfers,
+which keeps the one-signature (NumPy in, NumPy out) contract simple but makes this backend a
+correctness reference for GPU kernels rather than a fast path.
+
+Without a GPU the kernels run in numba's CUDA simulator when ``NUMBA_ENABLE_CUDASIM=1`` is set
+before numba is imported (slow: ~0.2 ms per simulated thread; for tests on tiny shapes).
+
+Thread layout (threads per block from ``_jit.TPB`` / ``_jit.TPB_1D``, read at call time):
+
+- GEMM: a tiled shared-memory kernel, one thread per output element in TPB x TPB blocks; the
+  transposes of ``matmul_at`` / ``matmul_bt`` are done by indexing while loading the tiles.
+- elementwise kernels: one thread per element.
+- reductions (column sums, KL per row, likelihood per row, log-sum-exp per column): one thread
+  per output element looping over the reduced axis in order, so results are deterministic
+  (no atomics).
+
+Every accumulator and constant is typed with the array dtype (``out.dtype.type(0)``): float32
+stays float32 on the GPU and in the simulator alike.
+
+Shapes and equations: the table in ``scratchvae/kernels/__init__.py``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import config, cuda
+
+from . import _jit
+from ._activation_codes import ELU, ELU_ALPHA, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+NO_CUDA_MESSAGE = (
+    "backend 'cuda' needs an NVIDIA GPU with a CUDA driver; none was found. To run the CUDA "
+    "kernels on the CPU simulator, set NUMBA_ENABLE_CUDASIM=1 before importing numba/scratchvae."
+)
+
+
+def check_available():
+    """Raise ValueError unless a CUDA GPU (or the CUDA simulator) can run the kernels."""
+    if config.ENABLE_CUDASIM:
+        return
+    if not cuda.is_available():
+        raise ValueError(NO_CUDA_MESSAGE)
+    _probe_gpu()
+
+
+@functools.cache
+def _probe_gpu():
+    """Launch a one-thread kernel once: a driver can be present while launches still fail."""
+    try:
+        out = cuda.device_array(1, dtype=np.float64)
+        _fill[1, 1](out, 1.0)
+        if out.copy_to_host()[0] != 1.0:
+            raise RuntimeError("probe kernel wrote a wrong value")
+    except Exception as e:  # CudaSupportError, NvvmError, CudaAPIError, ...
+        raise ValueError(
+            f"backend 'cuda' found a CUDA driver, but a one-thread test kernel failed "
+            f"({type(e).__name__}: {e}). To run the CUDA kernels on the CPU simulator, set "
+            f"NUMBA_ENABLE_CUDASIM=1 before importing numba/scratchvae.") from e
+
+
+@cuda.jit
+def _fill(out, value):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = value
+
+
+# ---------------------------------------------------------------- launch helpers
+def _blocks(n, tpb):
+    return (n + tpb - 1) // tpb
+
+
+def _launch_1d(kernel, n, *args):
+    """kernel[blocks, TPB_1D](*args) with at least n threads (nothing to do when n == 0)."""
+    if n > 0:
+        tpb = _jit.TPB_1D
+        kernel[_blocks(n, tpb), tpb](*args)
+
+
+def _dev(*arrays):
+    """Copy C-contiguous versions of ``arrays`` to the device."""
+    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+
+
+# ---------------------------------------------------------------- matrix products (tiled GEMM)
+@functools.cache
+def _gemm_kernel(tile, dtype):
+    """The tiled GEMM kernel for one tile width and dtype (shared arrays need both constant)."""
+    nb_dtype = numba.from_dtype(np.dtype(dtype))
+
+    @cuda.jit
+    def gemm(a, b, c, trans_a, trans_b):
+        """c = op(a) @ op(b), op(x) = x.T when trans_x; c (M, P), inner size N.
+
+        Each block computes a tile x tile block of c. For each step along N it loads one tile of
+        op(a) and one of op(b) into shared memory (one element per thread), waits, and
+        accumulates their product. Every thread runs every step (no early exit before a
+        barrier); out-of-range loads write zeros, out-of-range threads just skip the store.
+        """
+        sa = cuda.shared.array((tile, tile), nb_dtype)
+        sb = cuda.shared.array((tile, tile), nb_dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        row = cuda.blockIdx.y * tile + ty
+        col = cuda.blockIdx.x * tile + tx
+        m, p = c.shape
+        n = a.shape[0] if trans_a else a.shape[1]
+        zero = c.dtype.type(0)
+        acc = zero
+        for start in range(0, n, tile):
+            k = start + tx  # op(a)[row, k]
+            if row < m and k < n:
+                sa[ty, tx] = a[k, row] if trans_a else a[row, k]
+            else:
+                sa[ty, tx] = zero
+            k = start + ty  # op(b)[k, col]
+            if k < n and col < p:
+                sb[ty, tx] = b[col, k] if trans_b else b[k, col]
+            else:
+                sb[ty, tx] = zero
+            cuda.syncthreads()
+            for kk in range(tile):
+                acc += sa[ty, kk] * sb[kk, tx]
+            cuda.syncthreads()
+        if row < m and col < p:
+            c[row, col] = acc
+
+    return gemm
+
+
+def _gemm(a, b, trans_a, trans_b):
+    m = a.shape[1] if trans_a else a.shape[0]
+    p = b.shape[0] if trans_b else b.shape[1]
+    d_a, d_b = _dev(a, b)
+    d_c = cuda.device_array((m, p), dtype=a.dtype)
+    if m > 0 and p > 0:
+        tile = _jit.TPB
+        kernel = _gemm_kernel(tile, a.dtype)
+        kernel[(_blocks(p, tile), _blocks(m, tile)), (tile, tile)](d_a, d_b, d_c, int(trans_a), int(trans_b))
+    return d_c.copy_to_host()
+
+
+def matmul(a, b):
+    """a @ b: (M, N) x (N, P) -> (M, P)."""
+    return _gemm(a, b, False, False)
+
+
+def matmul_at(a, b):
+    """a.T @ b: (N, M) x (N, P) -> (M, P)."""
+    return _gemm(a, b, True, False)
+
+
+def matmul_bt(a, b):
+    """a @ b.T: (M, P) x (N, P) -> (M, N)."""
+    return _gemm(a, b, False, True)
+
+
+# ---------------------------------------------------------------- bias + activation
+@cuda.jit
+def _bias_act_fwd_kernel(z, b, act, h, y):
+    """h = z + b; y = f(h), one thread per element of the (N, F) arrays."""
+    e = cuda.grid(1)
+    n, f = z.shape
+    if e < n * f:
+        i = e // f
+        j = e % f
+        t = y.dtype.type
+        zero, half = t(0), t(0.5)
+        hv = z[i, j] + b[j]
+        h[i, j] = hv
+        if act == RELU:
+            yv = hv if hv > zero else zero
+        elif act == LEAKY_RELU:
+            yv = hv if hv > zero else t(LEAKY_SLOPE) * hv
+        elif act == TANH:
+            yv = math.tanh(hv)
+        elif act == SIGMOID:
+            yv = half * math.tanh(half * hv) + half  # never overflows
+        elif act == SOFTPLUS:
+            # stable softplus: max(h, 0) + log1p(exp(-|h|)); max() written out (the builtin
+            # needs a GPU context to compile)
+            yv = (hv if hv > zero else zero) + math.log1p(math.exp(-abs(hv)))
+        elif act == ELU:
+            yv = hv if hv > zero else t(ELU_ALPHA) * math.expm1(hv)
+        else:  # IDENTITY
+            yv = hv
+        y[i, j] = yv
+
+
+def bias_act_fwd(z, b, act):
+    """h = z + b; y = f(h). Returns (h, y), both (N, F)."""
+    d_z, d_b = _dev(z, b)
+    d_h = cuda.device_array(z.shape, dtype=z.dtype)
+    d_y = cuda.device_array(z.shape, dtype=z.dtype)
+    _launch_1d(_bias_act_fwd_kernel, z.size, d_z, d_b, act, d_h, d_y)
+    return d_h.copy_to_host(), d_y.copy_to_host()
+
+
+@cuda.jit
+def _act_bwd_kernel(dy, h, y, act, dh):
+    """dh = dy * f'(h), one thread per element; f' from h or y as in numpy_ref.act_grad."""
+    e = cuda.grid(1)
+    n, f = dy.shape
+    if e < n * f:
+        i = e // f
+        j = e % f
+        t = dh.dtype.type
+        zero, one, half = t(0), t(1), t(0.5)
+        if act == RELU:
+            g = one if h[i, j] > zero else zero
+        elif act == LEAKY_RELU:
+            g = one if h[i, j] > zero else t(LEAKY_SLOPE)
+        elif act == TANH:
+            g = one - y[i, j] * y[i, j]
+        elif act == SIGMOID:
+            g = y[i, j] * (one - y[i, j])
+        elif act == SOFTPLUS:
+            g = half * math.tanh(half * h[i, j]) + half  # softplus' = sigmoid
+        elif act == ELU:
+            g = one if h[i, j] > zero else y[i, j] + t(ELU_ALPHA)
+        else:  # IDENTITY
+            g = one
+        dh[i, j] = dy[i, j] * g
+
+
+@cuda.jit
+def _colsum_kernel(x, out):
+    """out[j] = sum_i x[i, j], one thread per column, rows added in order."""
+    j = cuda.grid(1)
+    n, f = x.shape
+    if j < f:
+        acc = out.dtype.type(0)
+        for i in range(n):
+            acc += x[i, j]
+        out[j] = acc
+
+
+def bias_act_bwd(dy, h, y, act):
+    """dh = dy * f'(h) (N, F); db = sum_n dh (F,)."""
+    d_dy, d_h, d_y = _dev(dy, h, y)
+    d_dh = cuda.device_array(dy.shape, dtype=dy.dtype)
+    d_db = cuda.device_array(dy.shape[1], dtype=dy.dtype)
+    _launch_1d(_act_bwd_kernel, dy.size, d_dy, d_h, d_y, act, d_dh)
+    _launch_1d(_colsum_kernel, dy.shape[1], d_dh, d_db)
+    return d_dh.copy_to_host(), d_db.copy_to_host()
+
+
+# ---------------------------------------------------------------- reparameterization and KL
+@cuda.jit
+def _reparam_fwd_kernel(mu, logvar, eps, z, std):
+    """std = exp(logvar / 2); z_k = mu + std * eps_k; one thread per (b, j), looping over k."""
+    e = cuda.grid(1)
+    nb, d = mu.shape
+    if e < nb * d:
+        i = e // d
+        j = e % d
+        s = math.exp(std.dtype.type(0.5) * logvar[i, j])
+        std[i, j] = s
+        for k in range(eps.shape[0]):
+            z[k, i, j] = mu[i, j] + s * eps[k, i, j]
+
+
+def reparam_fwd(mu, logvar, eps):
+    """std = exp(logvar / 2); z_k = mu + std * eps_k. Returns (z (K, B, d), std (B, d))."""
+    d_mu, d_lv, d_eps = _dev(mu, logvar, eps)
+    d_z = cuda.device_array(eps.shape, dtype=eps.dtype)
+    d_std = cuda.device_array(mu.shape, dtype=mu.dtype)
+    _launch_1d(_reparam_fwd_kernel, mu.size, d_mu, d_lv, d_eps, d_z, d_std)
+    return d_z.copy_to_host(), d_std.copy_to_host()
+
+
+@cuda.jit
+def _reparam_bwd_kernel(dz, eps, std, dmu, dlogvar):
+    """dmu = sum_k dz_k; dlogvar = 0.5 std sum_k dz_k eps_k; one thread per (b, j)."""
+    e = cuda.grid(1)
+    nb, d = std.shape
+    if e < nb * d:
+        i = e // d
+        j = e % d
+        t = dmu.dtype.type
+        acc_mu = t(0)
+        acc_lv = t(0)
+        for k in range(dz.shape[0]):
+            acc_mu += dz[k, i, j]
+            acc_lv += dz[k, i, j] * eps[k, i, j]
+        dmu[i, j] = acc_mu
+        dlogvar[i, j] = t(0.5) * std[i, j] * acc_lv
+
+
+def reparam_bwd(dz, eps, std):
+    """dmu = sum_k dz_k;  dlogvar = sum_k dz_k * eps_k * std / 2. Each (B, d)."""
+    d_dz, d_eps, d_std = _dev(dz, eps, std)
+    d_dmu = cuda.device_array(std.shape, dtype=std.dtype)
+    d_dlv = cuda.device_array(std.shape, dtype=std.dtype)
+    _launch_1d(_reparam_bwd_kernel, std.size, d_dz, d_eps, d_std, d_dmu, d_dlv)
+    return d_dmu.copy_to_host(), d_dlv.copy_to_host()
+
+
+@cuda.jit
+def _kl_fwd_kernel(mu, logvar, kl):
+    """kl_b = 1/2 sum_j (mu^2 + expm1(logvar) - logvar), one thread per row b."""
+    i = cuda.grid(1)
+    if i < mu.shape[0]:
+        acc = kl.dtype.type(0)
+        for j in range(mu.shape[1]):
+            acc += mu[i, j] * mu[i, j] + math.expm1(logvar[i, j]) - logvar[i, j]
+        kl[i] = kl.dtype.type(0.5) * acc
+
+
+def kl_fwd(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""
+    d_mu, d_lv = _dev(mu, logvar)
+    d_kl = cuda.device_array(mu.shape[0], dtype=mu.dtype)
+    _launch_1d(_kl_fwd_kernel, mu.shape[0], d_mu, d_lv, d_kl)
+    return d_kl.copy_to_host()
+
+
+@cuda.jit
+def _kl_bwd_kernel(dkl, mu, logvar, dmu, dlogvar):
+    """dmu = dkl * mu; dlogvar = dkl * 0.5 * expm1(logvar); one thread per row b."""
+    i = cuda.grid(1)
+    if i < mu.shape[0]:
+        s = dkl[i] * dmu.dtype.type(0.5)
+        for j in range(mu.shape[1]):
+            dmu[i, j] = dkl[i] * mu[i, j]
+            dlogvar[i, j] = s * math.expm1(logvar[i, j])
+
+
+def kl_bwd(dkl, mu, logvar):
+    """dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2. Each (B, d)."""
+    d_dkl, d_mu, d_lv = _dev(dkl, mu, logvar)
+    d_dmu = cuda.device_array(mu.shape, dtype=mu.dtype)
+    d_dlv = cuda.device_array(mu.shape, dtype=mu.dtype)
+    _launch_1d(_kl_bwd_kernel, mu.shape[0], d_dkl, d_mu, d_lv, d_dmu, d_dlv)
+    return d_dmu.copy_to_host(), d_dlv.copy_to_host()
+
+
+# ---------------------------------------------------------------- likelihoods
+@cuda.jit
+def _bernoulli_fwd_kernel(x, out, ll):
+    """ll[k, b] = sum_i x_i out_i - softplus(out_i), one thread per row (k, b)."""
+    e = cuda.grid(1)
+    nk, nb = ll.shape
+    if e < nk * nb:
+        k = e // nb
+        i = e % nb
+        zero = ll.dtype.type(0)
+        acc = zero
+        for j in range(out.shape[2]):
+            o = out[k, i, j]
+            acc += x[i, j] * o - ((o if o > zero else zero) + math.log1p(math.exp(-abs(o))))  # x o - softplus(o)
+        ll[k, i] = acc
+
+
+def bernoulli_ll_fwd(x, out):
+    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B)."""
+    d_x, d_out = _dev(x, out)
+    d_ll = cuda.device_array(out.shape[:2], dtype=out.dtype)
+    _launch_1d(_bernoulli_fwd_kernel, out.shape[0] * out.shape[1], d_x, d_out, d_ll)
+    return d_ll.copy_to_host()
+
+
+@cuda.jit
+def _bernoulli_bwd_kernel(dll, x, out, dout):
+    """dout = dll * (x - sigmoid(out)), one thread per element of (K, B, D)."""
+    e = cuda.grid(1)
+    nk, nb, nd = out.shape
+    if e < nk * nb * nd:
+        k = e // (nb * nd)
+        i = (e // nd) % nb
+        j = e % nd
+        half = dout.dtype.type(0.5)
+        s = half * math.tanh(half * out[k, i, j]) + half
+        dout[k, i, j] = dll[k, i] * (x[i, j] - s)
+
+
+def bernoulli_ll_bwd(dll, x, out):
+    """dout = dll * (x - sigmoid(out)), (K, B, D)."""
+    d_dll, d_x, d_out = _dev(dll, x, out)
+    d_dout = cuda.device_array(out.shape, dtype=out.dtype)
+    _launch_1d(_bernoulli_bwd_kernel, out.size, d_dll, d_x, d_out, d_dout)
+    return d_dout.copy_to_host()
+
+
+@cuda.jit
+def _gaussian_fwd_kernel(x, out, logvar, ll):
+    """ll[k, b] = -1/2 sum_i ((x - out)^2 exp(-logvar_i) + logvar_i + log 2pi); one thread per row."""
+    e = cuda.grid(1)
+    nk, nb = ll.shape
+    if e < nk * nb:
+        k = e // nb
+        i = e % nb
+        t = ll.dtype.type
+        log2pi = t(LOG_2PI)
+        acc = t(0)
+        for j in range(out.shape[2]):
+            r = x[i, j] - out[k, i, j]
+            acc += r * r * math.exp(-logvar[j]) + logvar[j] + log2pi
+        ll[k, i] = t(-0.5) * acc
+
+
+def gaussian_ll_fwd(x, out, logvar):
+    """log p(x|z_k) = -1/2 sum_i [(x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi)], (K, B)."""
+    d_x, d_out, d_lv = _dev(x, out, logvar)
+    d_ll = cuda.device_array(out.shape[:2], dtype=out.dtype)
+    _launch_1d(_gaussian_fwd_kernel, out.shape[0] * out.shape[1], d_x, d_out, d_lv, d_ll)
+    return d_ll.copy_to_host()
+
+
+@cuda.jit
+def _gaussian_dout_kernel(dll, x, out, logvar, dout):
+    """dout = dll (x - out) exp(-logvar), one thread per element of (K, B, D)."""
+    e = cuda.grid(1)
+    nk, nb, nd = out.shape
+    if e < nk * nb * nd:
+        k = e // (nb * nd)
+        i = (e // nd) % nb
+        j = e % nd
+        dout[k, i, j] = dll[k, i] * (x[i, j] - out[k, i, j]) * math.exp(-logvar[j])
+
+
+@cuda.jit
+def _gaussian_dlogvar_kernel(dll, x, out, logvar, dlogvar):
+    """dlogvar_j = sum_{k,b} 0.5 dll ((x - out)^2 exp(-logvar_j) - 1), one thread per column j."""
+    j = cuda.grid(1)
+    nk, nb, nd = out.shape
+    if j < nd:
+        t = dlogvar.dtype.type
+        half, one = t(0.5), t(1)
+        prec = math.exp(-logvar[j])
+        acc = t(0)
+        for k in range(nk):
+            for i in range(nb):
+                r = x[i, j] - out[k, i, j]
+                acc += half * dll[k, i] * (r * r * prec - one)
+        dlogvar[j] = acc
+
+
+def gaussian_ll_bwd(dll, x, out, logvar):
+    """dout = dll (x - out) exp(-logvar) (K, B, D); dlogvar_i = sum_{k,b} dll ((x-out)^2 exp(-logvar_i) - 1) / 2."""
+    d_dll, d_x, d_out, d_lv = _dev(dll, x, out, logvar)
+    d_dout = cuda.device_array(out.shape, dtype=out.dtype)
+    d_dlv = cuda.device_array(logvar.shape, dtype=logvar.dtype)
+    _launch_1d(_gaussian_dout_kernel, out.size, d_dll, d_x, d_out, d_lv, d_dout)
+    _launch_1d(_gaussian_dlogvar_kernel, out.shape[2], d_dll, d_x, d_out, d_lv, d_dlv)
+    return d_dout.copy_to_host(), d_dlv.copy_to_host()
+
+
+# ---------------------------------------------------------------- log-sum-exp over samples
+@cuda.jit
+def _logsumexp_kernel(a, out):
+    """out[b] = log sum_k exp(a[k, b]) shifted by the column max, one thread per column b.
+
+    An all -inf column gives -inf (shift by 0 instead of -inf, so no -inf - -inf = nan)."""
+    i = cuda.grid(1)
+    if i < a.shape[1]:
+        t = out.dtype.type
+        m = a[0, i]
+        for k in range(1, a.shape[0]):
+            if a[k, i] > m:
+                m = a[k, i]
+        if not math.isfinite(m):
+            m = t(0)
+        s = t(0)
+        for k in range(a.shape[0]):
+            s += math.exp(a[k, i] - m)
+        if s == t(0):
+            out[i] = t(-math.inf)  # log(0), written out: the simulator's math.log raises there
+        else:
+            out[i] = m + math.log(s)
+
+
+@cuda.jit
+def _softmax_kernel(a, w):
+    """w[k, b] = exp(a[k, b] - m) / sum_k exp(a[k, b] - m), m the column max; one thread per
+    column b. Normalising the shifted exponentials keeps float32 weights accurate for large |a|;
+    an all -inf column gives NaN (0/0), as in the reference."""
+    i = cuda.grid(1)
+    if i < a.shape[1]:
+        t = w.dtype.type
+        m = a[0, i]
+        for k in range(1, a.shape[0]):
+            if a[k, i] > m:
+                m = a[k, i]
+        if not math.isfinite(m):
+            m = t(0)
+        s = t(0)
+        for k in range(a.shape[0]):
+            e = math.exp(a[k, i] - m)
+            w[k, i] = e
+            s += e
+        for k in range(a.shape[0]):
+            if s == t(0):
+                w[k, i] = t(math.nan)  # 0/0, written out: Python's division (the simulator) raises
+            else:
+                w[k, i] = w[k, i] / s
+
+
+def logsumexp(a):
+    """log sum_k exp(a_k) over axis 0, (K, B) -> (B,); all -inf gives -inf."""
+    (d_a,) = _dev(a)
+    d_out = cuda.device_array(a.shape[1], dtype=a.dtype)
+    _launch_1d(_logsumexp_kernel, a.shape[1], d_a, d_out)
+    return d_out.copy_to_host()
+
+
+def softmax(a):
+    """w_k = exp(a_k - m) / sum_k exp(a_k - m) over axis 0, (K, B) -> (K, B)."""
+    (d_a,) = _dev(a)
+    d_w = cuda.device_array(a.shape, dtype=a.dtype)
+    _launch_1d(_softmax_kernel, a.shape[1], d_a, d_w)
+    return d_w.copy_to_host()
+
+
+# ---------------------------------------------------------------- optimizer updates (in place)
+@cuda.jit
+def _sgd_kernel(p, g, velocity, lr, momentum):
+    """velocity = momentum velocity + g; p -= lr velocity; flat arrays, one thread each."""
+    i = cuda.grid(1)
+    if i < p.size:
+        vi = momentum * velocity[i] + g[i]
+        velocity[i] = vi
+        p[i] = p[i] - lr * vi
+
+
+@cuda.jit
+def _adam_kernel(p, g, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, c1, c2, eps):
+    """Adam with bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t; flat arrays."""
+    i = cuda.grid(1)
+    if i < p.size:
+        mi = beta1 * m[i] + one_m_beta1 * g[i]
+        vi = beta2 * v[i] + one_m_beta2 * g[i] * g[i]
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
+
+
+@cuda.jit
+def _adagrad_kernel(p, g, s, lr, eps):
+    """s += g^2; p -= lr g / (sqrt(s) + eps); flat arrays."""
+    i = cuda.grid(1)
+    if i < p.size:
+        si = s[i] + g[i] * g[i]
+        s[i] = si
+        p[i] = p[i] - lr * g[i] / (math.sqrt(si) + eps)
+
+
+def _update_in_place(kernel, state, g, scalars):
+    """Copy flat ``state = (p, ...)`` and ``g`` to the device, run ``kernel(p, g, *rest, *scalars)``
+    and copy every state array back into the caller's array."""
+    d_state = [cuda.to_device(np.ascontiguousarray(a).reshape(-1)) for a in state]
+    (d_g,) = _dev(np.ascontiguousarray(g).reshape(-1))
+    _launch_1d(kernel, state[0].size, d_state[0], d_g, *d_state[1:], *scalars)
+    for a, d_a in zip(state, d_state):
+        a[...] = d_a.copy_to_host().reshape(a.shape)
+
+
+def sgd_step(p, g, velocity, lr, momentum):
+    """velocity = momentum * velocity + g;  p -= lr * velocity  (momentum 0: p -= lr * g)."""
+    t = p.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
+    _update_in_place(_sgd_kernel, (p, velocity), g, (t(lr), t(momentum)))
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
+    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr * mhat / (sqrt(vhat) + eps),
+    mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), t = 1, 2, ... the step count."""
+    f = p.dtype.type
+    scalars = (f(lr), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2),
+               f(1.0 - beta1**t), f(1.0 - beta2**t), f(eps))
+    _update_in_place(_adam_kernel, (p, m, v), g, scalars)
+
+
+def adagrad_step(p, g, s, lr, eps):
+    """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
+    t = p.dtype.type
+    _update_in_place(_adagrad_kernel, (p, s), g, (t(lr), t(eps)))
