@@ -1,0 +1,123 @@
+"""The whole model on every backend: the numba (and, in the simulator, cuda) kernels give the
+numpy reference's loss, gradients and training trajectory; backends switch on a live model."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from numba import config
+
+import scratchvae as sv
+from scratchvae.kernels import get_kernels
+from tests.conftest import RTOL
+from tests.strategies import build, vae_cases
+
+
+def assert_same_result(a, b, dtype, what):
+    """Equal to the dtype's tolerance, relative to each array's own scale (reductions may sum in
+    another order, so an entry that cancels to ~0 is judged against the array's magnitude)."""
+    (la, ga), (lb, gb) = a, b
+    rtol = RTOL[np.dtype(dtype)]
+    np.testing.assert_allclose(la, lb, rtol=rtol, err_msg=f"{what}: loss")
+    assert list(ga) == list(gb)
+    for key in ga:
+        assert ga[key].dtype == gb[key].dtype == np.dtype(dtype), key
+        scale = max(np.abs(gb[key]).max(), 1e-30)
+        np.testing.assert_allclose(ga[key], gb[key], rtol=rtol, atol=rtol * scale,
+                                   err_msg=f"{what}: gradient {key}")
+
+
+@given(case=vae_cases(max_width=12, max_input=12))
+def test_numba_loss_and_grads_match_numpy(case):
+    model, x, eps = build(case)
+    ref = model.loss_and_grads(x, eps=eps, **case.call_kwargs)
+    model.backend = "numba"
+    got = model.loss_and_grads(x, eps=eps, **case.call_kwargs)
+    assert_same_result(got, ref, case.dtype, "numba vs numpy")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numba_gives_identical_bits_for_identical_eps(dtype):
+    model = sv.VAE(10, hidden_dims=(7, 5), latent_dim=3, dtype=dtype, backend="numba")
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 10)).astype(dtype)
+    eps = model.draw_eps(3, 6, rng)
+    l1, g1 = model.loss_and_grads(x, n_samples=3, eps=eps)
+    l2, g2 = model.loss_and_grads(x, n_samples=3, eps=eps)
+    assert l1 == l2
+    assert all(np.array_equal(g1[k], g2[k]) for k in g1)
+
+
+def _train(backend, dtype, objective="elbo"):
+    model = sv.VAE(12, hidden_dims=(9,), latent_dim=3, activation="tanh", dtype=dtype,
+                   seed=3, backend=backend)
+    x = np.random.default_rng(1).random((40, 12)).astype(dtype)
+    sv.fit(model, x, epochs=3, batch_size=10, optimizer=sv.Adam(lr=1e-2), n_samples=2,
+           seed=5, progress=False, objective=objective)
+    return model.params
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_a_few_steps_gives_the_same_parameters(dtype, objective):
+    """12 Adam steps on each backend from the same seed: the same parameters. Differences of a
+    few ulps in a gradient may grow through Adam's normalisation, hence 100x the kernel rtol."""
+    ref, got = _train("numpy", dtype, objective), _train("numba", dtype, objective)
+    rtol = 100 * RTOL[np.dtype(dtype)]
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=rtol, atol=rtol * np.abs(ref[key]).max(),
+                                   err_msg=key)
+
+
+def test_switching_backend_keeps_parameters_and_validates_the_name():
+    model = sv.VAE(5, hidden_dims=(4,), latent_dim=2)
+    before = {k: v.copy() for k, v in model.params.items()}
+    model.backend = "numba"
+    assert model.backend == "numba" and model._k is get_kernels("numba")
+    assert all(np.array_equal(before[k], model.params[k]) for k in before)
+    with pytest.raises(ValueError, match="backend"):
+        model.backend = "tpu"
+    assert model.backend == "numba", "a rejected backend leaves the model as it was"
+    with pytest.raises(ValueError, match="backend"):
+        sv.VAE(5, backend="torch")
+
+
+@pytest.mark.skipif(bool(config.ENABLE_CUDASIM), reason="the simulator makes 'cuda' available")
+def test_cuda_without_a_gpu_says_so():
+    with pytest.raises(ValueError, match="NUMBA_ENABLE_CUDASIM"):
+        sv.VAE(5, backend="cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_float32_model_refuses_float64_data_on_every_backend(dtype):
+    other = "float64" if dtype == "float32" else "float32"
+    model = sv.VAE(4, hidden_dims=(3,), latent_dim=2, dtype=dtype, backend="numba")
+    with pytest.raises(ValueError, match=r"x must have dtype"):
+        model.loss_and_grads(np.full((2, 4), 0.5, other))
+    with pytest.raises(ValueError, match=r"eps must have dtype"):
+        model.loss_and_grads(np.full((2, 4), 0.5, dtype), eps=np.zeros((1, 2, 2), other))
+
+
+# ------------------------------------------------------------------ cuda, in the simulator
+@pytest.mark.cudasim
+@pytest.mark.skipif(not config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 before numba loads")
+@settings(max_examples=4)
+@given(case=vae_cases(max_hidden_layers=1, max_width=4, max_latent=2, max_batch=2,
+                      max_samples=2, max_input=4))
+def test_cuda_loss_and_grads_match_numpy_in_the_simulator(case):
+    model, x, eps = build(case)
+    ref = model.loss_and_grads(x, eps=eps, **case.call_kwargs)
+    model.backend = "cuda"
+    got = model.loss_and_grads(x, eps=eps, **case.call_kwargs)
+    assert_same_result(got, ref, case.dtype, "cuda vs numpy")
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 before numba loads")
+def test_cuda_training_steps_match_numpy_in_the_simulator():
+    def train(backend):
+        model = sv.VAE(4, hidden_dims=(3,), latent_dim=2, activation="tanh", seed=2, backend=backend)
+        x = np.random.default_rng(0).random((4, 4))
+        sv.fit(model, x, epochs=2, batch_size=2, optimizer=sv.Adam(lr=1e-2), seed=1, progress=False)
+        return model.params
+    ref, got = train("numpy"), train("cuda")
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-12, err_msg=key)
