@@ -7,8 +7,8 @@ the negative ELBO (nats, averaged over 100 draws per example), the importance-we
 of -log p(x) with k = --k samples (k = 5000 by default, Burda et al.'s choice) and its Monte Carlo
 standard error, the active units of each stochastic layer (Var_x E_q[z_j] > 0.01), and the wall
 time of training and of evaluation. It prints a markdown table, with the published reference
-beside it, and writes it to OUT/results.md (and OUT/results.json), and draws ten samples of each
-model (decoded means, down the chain for the HVAE) into OUT/samples.png.
+beside it, and writes it to OUT/vae_vs_hvae.md (and OUT/vae_vs_hvae.json), and draws ten samples of each
+model (decoded means, down the chain for the HVAE) into OUT/vae_vs_hvae_samples.png.
 
 Published reference (Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders",
 Table 1, MNIST, test NLL estimated with k = 5000, about 3,280 passes over the data):
@@ -64,7 +64,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few epochs and k = 100 (seconds)")
     ap.add_argument("--out", default=os.path.join("runs", "09_vae_vs_hvae"),
-                    help="output directory (results.md, results.json)")
+                    help="output directory (vae_vs_hvae.md, vae_vs_hvae.json)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mnist", metavar="DIR", default=None,
                     help="directory with the four MNIST IDX files (default: the bundled digits)")
@@ -188,16 +188,16 @@ def main(argv=None):
     text = f"{table}\n\n{REFERENCE}\n\nLong schedule (MNIST):\n\n    {LONG_COMMAND}\n"
     print("\n" + text)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(args.out, "vae_vs_hvae.md"), "w") as f:
         cmd = " ".join(["python examples/09_vae_vs_hvae.py",
                         *(sys.argv[1:] if argv is None else argv)])
         f.write(f"Command: {cmd}\n\n{text}")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(args.out, "vae_vs_hvae.json"), "w") as f:
         json.dump(dict(args=vars(args), k=k, budget=budget, rows=rows), f, indent=2)
-    path = os.path.join(args.out, "samples.png")
+    path = os.path.join(args.out, "vae_vs_hvae_samples.png")
     viz.plot_interpolation(samples, row_labels=[f"{r['model'].split()[0]} {r['objective'].split()[0]}" for r in rows],
                            path=path, title="samples (decoded means)")
-    print(f"wrote {os.path.join(args.out, 'results.md')} and {path}")
+    print(f"wrote {os.path.join(args.out, 'vae_vs_hvae.md')} and {path}")
     return rows
 
 
