@@ -34,7 +34,7 @@ from .distributions import (bernoulli_loglik_backward, bernoulli_loglik_forward,
                             log_normal_backward, log_normal_forward,
                             log_standard_normal_backward, log_standard_normal_forward,
                             reparameterize_backward, reparameterize_forward)
-from .kernels import ACTIVATION_CODES, BACKENDS, get_kernels
+from .kernels import ACTIVATION_CODES, get_kernels
 from .layers import dense_backward, dense_forward, mlp_backward, mlp_forward
 from .losses import (free_bits_kl_backward, free_bits_kl_forward, neg_elbo_backward,
                      neg_elbo_forward, neg_iwae_backward, neg_iwae_forward)

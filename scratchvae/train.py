@@ -13,7 +13,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checks import check_array, check_float, check_int
+from ._checks import check_float, check_int
 from .evaluate import active_units, elbo_terms
 from .optim import Adam
 

@@ -72,6 +72,19 @@ def activation_derivative(name, h):
     raise KeyError(name)
 
 
+def mlp(params, prefix, a, act, pre=None):
+    """Hidden layers prefix.W0, prefix.W1, ... in turn (as many as ``params`` holds), activation
+    ``act``; the pre-activations are appended to ``pre`` when it is a list (for kink margins)."""
+    i = 0
+    while f"{prefix}.W{i}" in params:
+        h = a @ params[f"{prefix}.W{i}"] + params[f"{prefix}.b{i}"]
+        if pre is not None:
+            pre.append(h)
+        a = activation(act, h)
+        i += 1
+    return a
+
+
 # ====================================================================== densities and KLs
 def kl_standard_normal(mu, logvar):
     """KL(N(mu, diag(exp(logvar))) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""

@@ -13,38 +13,16 @@ from scratchvae.kernels import get_kernels
 from scratchvae.model import VAE
 from scratchvae.train import fit
 from tests.conftest import FD_RTOL, RTOL
+from tests.reference import log_normal as ref_log_normal
+from tests.reference import mlp as ref_mlp
 
 F64 = np.dtype(np.float64)
 KINKED = ("relu", "leaky_relu")
 
 
 # ====================================================================== independent reference
-def ref_act(name, h):
-    """The DESIGN.md activations, written directly."""
-    if name == "relu":
-        return np.maximum(h, 0)
-    if name == "leaky_relu":
-        return np.where(h > 0, h, 0.01 * h)
-    if name == "tanh":
-        return np.tanh(h)
-    if name == "sigmoid":
-        return 1 / (1 + np.exp(-h))
-    if name == "softplus":
-        return np.log1p(np.exp(-np.abs(h))) + np.maximum(h, 0)
-    if name == "elu":
-        return np.where(h > 0, h, np.exp(np.minimum(h, 0)) - 1)
-    return h
 
 
-def ref_mlp(params, prefix, a, act, pre):
-    """Hidden layers prefix.W0, W1, ... in turn; pre-activations appended to ``pre``."""
-    i = 0
-    while f"{prefix}.W{i}" in params:
-        h = a @ params[f"{prefix}.W{i}"] + params[f"{prefix}.b{i}"]
-        pre.append(h)
-        a = ref_act(act, h)
-        i += 1
-    return a
 
 
 def ref_loglik(x, out, likelihood, logvar):
@@ -54,9 +32,6 @@ def ref_loglik(x, out, likelihood, logvar):
     return -0.5 * np.sum((x - out) ** 2 / s2 + np.log(2 * np.pi * s2), axis=-1)
 
 
-def ref_log_normal(v, m, logvar):
-    var = np.exp(logvar)
-    return np.sum(-0.5 * (v - m) ** 2 / var - 0.5 * np.log(2 * np.pi * var), axis=-1)
 
 
 def ref_cvae(model, x, y, eps, beta=1.0, objective="elbo"):

@@ -15,38 +15,16 @@ from scratchvae.kernels import get_kernels
 from scratchvae.model import VAE
 from scratchvae.train import fit
 from tests.conftest import FD_RTOL, RTOL
+from tests.reference import log_normal as ref_log_normal
+from tests.reference import mlp as ref_mlp
 
 F64 = np.dtype(np.float64)
 KINKED = ("relu", "leaky_relu")
 
 
 # ====================================================================== independent reference
-def ref_act(name, h):
-    """The DESIGN.md activations, written directly."""
-    if name == "relu":
-        return np.maximum(h, 0)
-    if name == "leaky_relu":
-        return np.where(h > 0, h, 0.01 * h)
-    if name == "tanh":
-        return np.tanh(h)
-    if name == "sigmoid":
-        return 1 / (1 + np.exp(-h))
-    if name == "softplus":
-        return np.log1p(np.exp(-np.abs(h))) + np.maximum(h, 0)
-    if name == "elu":
-        return np.where(h > 0, h, np.exp(np.minimum(h, 0)) - 1)
-    return h
 
 
-def ref_mlp(p, prefix, a, act, pre):
-    """Hidden layers prefix.W0, W1, ... in turn; pre-activations appended to ``pre``."""
-    i = 0
-    while f"{prefix}.W{i}" in p:
-        h = a @ p[f"{prefix}.W{i}"] + p[f"{prefix}.b{i}"]
-        pre.append(h)
-        a = ref_act(act, h)
-        i += 1
-    return a
 
 
 def ref_gaussian(p, prefix, a, act, pre):
@@ -56,9 +34,6 @@ def ref_gaussian(p, prefix, a, act, pre):
         a @ p[f"{prefix}.W_logvar"] + p[f"{prefix}.b_logvar"]
 
 
-def ref_log_normal(v, m, logvar):
-    var = np.exp(logvar)
-    return np.sum(-0.5 * (v - m) ** 2 / var - 0.5 * np.log(2 * np.pi * var), axis=-1)
 
 
 def ref_loglik(model, p, x, z1, pre):
