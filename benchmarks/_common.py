@@ -1,5 +1,6 @@
-"""Shared helpers of the benchmark scripts: timing, a quiet-machine filter, the environment report,
-the measured GEMM peak and table formatting.
+"""Shared helpers of the benchmark scripts: timing (single and interleaved), a quiet-machine
+filter, page-fault counting and glibc malloc modes, the measured GEMM peak, the environment
+report and table formatting.
 
 Not part of the package and not imported by it. A script in ``benchmarks/`` uses it as
 
@@ -12,7 +13,14 @@ takes at least ``min_time`` seconds (30 ms by default). A repeat during which an
 used CPU (read from ``/proc/*/stat``) is thrown away and taken again, up to ``max_tries`` times,
 because on a 2-core machine one competing process adds a scheduler slice (several ms) to
 whichever thread, ours or a BLAS worker, it preempts. Repeats that could not be had quietly are
-kept and counted in ``Timing.noisy``.
+kept and counted as noisy. ``interleaved_times`` times several implementations in rotated
+rounds and gives paired ratios, which survive the host's slow drift; ``set_malloc_mode`` pins
+glibc's large-block policy, since page faults from fresh allocations can dominate a step.
+
+Public helpers: add_repo_to_path, other_cpu_ticks, wait_for_quiet, minor_faults,
+set_malloc_mode, calibrate, median_time (-> Timing), interleaved_times (-> Rounds),
+first_call_time, time_gemm_peak, cpu_model, numba_thread_info, threadpool_summary, versions,
+source_fingerprint, env_report, format_table, fmt.
 """
 from __future__ import annotations
 
