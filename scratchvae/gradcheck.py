@@ -179,8 +179,7 @@ def gradcheck(model, x, y=None, *, n_samples=1, beta=1.0, objective="elbo", free
     x, y, n_samples, beta, objective, free_bits = model._check_call(
         x, y, n_samples, beta, objective, free_bits)
     rng = np.random.default_rng(seed)
-    eps = model._noise(eps, n_samples, x.shape[0], rng) if eps is not None else \
-        model.draw_eps(n_samples, x.shape[0], rng)
+    eps = model._noise(eps, n_samples, x.shape[0], rng)   # validated, or drawn from rng
     opts = dict(h=h, tol=tol, floor=floor, max_entries=max_entries, rng=rng)
 
     def loss_at(xv):

@@ -92,6 +92,7 @@ class DigitClassifier:
             dW1 = h.T @ dlogits + wd W1,  db1 = sum_i dlogits_i
             dh  = dlogits @ W1.T;  dpre = dh * (1 - h^2)  (tanh' = 1 - tanh^2)
             dW0 = x.T @ dpre + wd W0,     db0 = sum_i dpre_i
+        Derivation: docs/derivations.md, "Digit classifier (softmax cross-entropy)".
         """
         x = self._check_x(x)
         y = self._check_y(y, x.shape[0])

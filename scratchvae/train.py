@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._checks import check_float, check_int
+from .data import bernoulli_sample
 from .evaluate import active_units, elbo_terms
 from .optim import Adam
 
@@ -96,7 +97,7 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     bar = tqdm(range(1, epochs + 1), desc="epochs", unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
-        x_epoch = ((rng.random(x_train.shape) < x_train).astype(model.dtype) if binarize else x_train)
+        x_epoch = bernoulli_sample(x_train, rng) if binarize else x_train
         order = rng.permutation(n)
         losses = []
         for i, start in enumerate(range(0, n, batch_size), start=1):

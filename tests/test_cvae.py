@@ -398,16 +398,10 @@ def test_fit_trains():
 
 
 # ====================================================================== backends
-def _numba_or_skip():
-    try:
-        get_kernels("numba")
-    except (ImportError, ValueError) as e:   # numba missing or its kernels not built yet
-        pytest.skip(f"numba backend unavailable: {e}")
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_numba_matches_numpy(objective, dtype):
-    _numba_or_skip()
     rtol = RTOL[dtype]
     for likelihood, ov, act in (("bernoulli", 1.0, "relu"), ("gaussian", "learned", "tanh")):
         m = small(dtype=dtype.name, likelihood=likelihood, output_var=ov, activation=act)
