@@ -206,9 +206,11 @@ def time_gemm_crossover(batches, dtypes, min_time, repeats):
         for N, P in layers:
             for B in batches:
                 a, W, dy = (rng.standard_normal(s).astype(dt) for s in ((B, N), (N, P), (B, P)))
-                cases = {"nn": (numba_cpu._gemm_nn, lambda: np.matmul(a, W), (a, W)),
-                         "tn": (numba_cpu._gemm_tn, lambda: np.matmul(a.T, dy), (a, dy)),
-                         "nt": (numba_cpu._gemm_nt, lambda: np.matmul(dy, W.T), (dy, W))}
+                # both sides write into a preallocated output, as the kernels do with a workspace
+                c_nn, c_tn, c_nt = np.empty((B, P), dt), np.empty((N, P), dt), np.empty((B, N), dt)
+                cases = {"nn": (numba_cpu._gemm_nn, lambda: np.matmul(a, W, out=c_nn), (a, W, c_nn)),
+                         "tn": (numba_cpu._gemm_tn, lambda: np.matmul(a.T, dy, out=c_tn), (a, dy, c_tn)),
+                         "nt": (numba_cpu._gemm_nt, lambda: np.matmul(dy, W.T, out=c_nt), (dy, W, c_nt))}
                 line = f"{f'{N}->{P}':<12}{B:>5}{np.dtype(dt).name:>9}"
                 for op, (hand, blas, hargs) in cases.items():
                     hand(*hargs)

@@ -10,8 +10,11 @@ Run from the repository root (one process, so every ratio compares numbers of on
 
 One step is what ``fit`` does per minibatch:
 
-    loss, grads = model.loss_and_grads(x, eps=eps)     # forward, hand-written backward
+    result, grads, _ = model._loss_and_grads(x, None, eps, 1.0, "elbo", ws=ws)  # forward, backward
     opt.step(model.params, grads)                      # sv.Adam on the model's backend
+
+with one ``Workspace`` ``ws`` reused across steps, as ``fit`` does (``--workspace off`` passes
+``ws=None``: every kernel output is a fresh array, the behaviour before workspaces existed).
 
 for ``VAE(D, (H,), d, activation="relu", likelihood="bernoulli")`` with K = 1 sample, a fixed
 ``x`` in [0, 1] and a fixed ``eps``, in float32 and float64.
@@ -157,9 +160,13 @@ def _torch_gemm(kind, m, n, p, dtype, seed):
     return lambda: torch.matmul(a, b.T)
 
 
+WORKSPACE = True  # --workspace on|off
+
+
 def make_step(backend: str, arch: tuple, B: int, dtype, seed: int = 0):
     """A closure running one training step of a fresh model; returns (step, model, opt)."""
     import scratchvae as sv
+    from scratchvae.workspace import Workspace
     D, hidden, d = arch
     model = sv.VAE(D, hidden, d, activation="relu", likelihood="bernoulli", dtype=dtype,
                    seed=seed, backend=backend)
@@ -168,11 +175,12 @@ def make_step(backend: str, arch: tuple, B: int, dtype, seed: int = 0):
     rng = np.random.default_rng(seed + 1)
     x = rng.random((B, D)).astype(dtype)
     eps = model.draw_eps(1, B, rng)
+    ws = Workspace() if WORKSPACE else None
 
     def step():
-        loss, grads = model.loss_and_grads(x, eps=eps)
+        result, grads, _ = model._loss_and_grads(x, None, eps, 1.0, "elbo", ws=ws)
         opt.step(model.params, grads)
-        return loss
+        return result.loss
 
     return step, model, opt
 
@@ -342,12 +350,11 @@ def time_breakdown(archs, batches, dtypes, backends, min_time, repeats, seed=0):
     """Where a step's time goes: every kernel of the model and the optimizer wrapped in a timer.
 
     Categories per step: GEMM (matmul, matmul_at, matmul_bt), fused (the other model kernels),
-    Adam (adam_step kernels), and the rest (Python glue, validation, allocation of new arrays,
-    dict building), as total minus the timed kernels. ``valid.`` is the validation a step runs,
-    timed alone: check_array of x (+ its min/max for the Bernoulli support) and of eps in
-    loss_and_grads, and check_array of every gradient in Adam.step (each an isfinite pass).
+    Adam (adam_step kernels), and the rest (Python glue, validation, dict building), as total
+    minus the timed kernels. ``valid.`` is the validation a step runs, timed alone: Adam.step's
+    checks of the parameters and gradients (shapes, dtypes, and an ``all_finite`` kernel pass
+    over every gradient; the all_finite calls are also inside the fused column).
     """
-    from scratchvae._checks import check_array
     from scratchvae.kernels import KERNEL_NAMES
     rows = []
     gemm_names = {"matmul", "matmul_at", "matmul_bt"}
@@ -399,10 +406,7 @@ def time_breakdown(archs, batches, dtypes, backends, min_time, repeats, seed=0):
                     _, grads = model.loss_and_grads(x, eps=eps)
 
                     def validate():
-                        model._check_x(x)
-                        model._check_eps(eps, 1, B)
-                        for key, p in model.params.items():
-                            check_array(key, grads[key], shape=p.shape, dtype=p.dtype)
+                        opt._check_step_args(model.params, grads)
 
                     validate()
                     t_val = C.median_time(validate, min_time, repeats).median
@@ -417,22 +421,23 @@ def time_breakdown(archs, batches, dtypes, backends, min_time, repeats, seed=0):
 
 
 def time_fit_guards(dtypes, min_time, repeats, seed=0):
-    """What ``sv.fit`` adds to every training step beyond this benchmark's step (train.py): an
-    isfinite pass over all gradients (the optimizer checks them again), a copy of every
-    parameter into a backup, and an isfinite pass over every parameter after the update.
-    Timed alone for the 784-400-20 model; returns rows (dtype, parameters, ms per step)."""
+    """What ``sv.fit`` adds to every training step beyond this benchmark's step (train.py), on
+    the numba backend: an ``all_finite`` pass over all gradients (the optimizer then skips its
+    own), a copy of every parameter into a backup, and an ``all_finite`` pass over every
+    parameter after the update. Timed alone for the 784-400-20 model; returns rows (dtype,
+    parameters, ms per step)."""
+    from scratchvae.train import _all_finite, _copy_all
     rows = []
     for dt in dtypes:
-        _, model, _ = make_step("numpy", ARCHS["784-400-20"], 1, dt, seed)
-        params = model.params
+        _, model, _ = make_step("numba", ARCHS["784-400-20"], 1, dt, seed)
+        k, params = model._k, model.params
         grads = {key: np.full_like(v, 1e-3) for key, v in params.items()}
         backup = {key: np.empty_like(v) for key, v in params.items()}
 
         def guards():
-            all(np.isfinite(g).all() for g in grads.values())
-            for key, v in params.items():
-                np.copyto(backup[key], v)
-            all(np.isfinite(v).all() for v in params.values())
+            _all_finite(k, 0.0, grads)
+            _copy_all(k, backup, params)
+            _all_finite(k, 0.0, params)
 
         guards()
         t = C.median_time(guards, min_time, repeats).median
@@ -465,10 +470,15 @@ def main(argv=None):
                         help="glibc large-block policy (see _common.set_malloc_mode): default, "
                              "reuse (freed arrays reused: no page faults) or mmap (every array "
                              "above 128 KiB mapped fresh: faults on every step)")
+    parser.add_argument("--workspace", choices=("on", "off"), default="on",
+                        help="reuse one Workspace across steps as fit does (on), or give every "
+                             "kernel fresh output arrays (off)")
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     parser.add_argument("--json", default=None, help="also write every round's times to this file")
     args = parser.parse_args(argv)
     malloc_note = C.set_malloc_mode(args.malloc)  # first, before any large array exists
+    global WORKSPACE
+    WORKSPACE = args.workspace == "on"
     backends = [b for b in args.backends.split(",") if b]
     dtypes = [np.dtype(s).type for s in args.dtypes.split(",") if s]
     archs = [a for a in args.archs.split(",") if a]
@@ -508,6 +518,7 @@ def main(argv=None):
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}")
     print(f"# {torch_note or 'torch: not requested'}")
     print(f"# malloc: {malloc_note}")
+    print(f"# workspace: {args.workspace}")
     t_start = time.perf_counter()
 
     first = time_first_call(backends, dtypes)

@@ -85,7 +85,8 @@ class CVAE(VAE):
         """One-hot rows of the labels in the model's dtype. Shapes: y (B,) -> (B, C)."""
         return np.eye(self.n_classes, dtype=self.dtype)[y]
 
-    # The two hooks of VAE._loss_and_grads: append the label columns to each network's input.
+    # The hooks of VAE._loss_and_grads: append the label columns to each network's input, and
+    # take the z columns of the decoder input's gradient.
     def _encoder_input(self, x, y):
         """[x, onehot(y)], (B, D + C)."""
         return np.concatenate([x, self.onehot(y)], axis=1)
@@ -93,7 +94,12 @@ class CVAE(VAE):
     def _decoder_input(self, z2d, y, n_samples):
         """[z_k, onehot(y)] for the K*B rows of z (sample-major, as z.reshape(K*B, d)), so the
         one-hot block is tiled K times: (K*B, d + C)."""
-        return np.concatenate([z2d, np.tile(self.onehot(y), (n_samples, 1))], axis=1)
+        return np.concatenate([self._k.to_host(z2d), np.tile(self.onehot(y), (n_samples, 1))],
+                              axis=1)
+
+    def _latent_grad(self, dc0):
+        """The z columns of the decoder input's gradient (the label columns are not learned)."""
+        return np.ascontiguousarray(self._k.to_host(dc0)[:, :self.latent_dim])
 
     # ------------------------------------------------------------------ public API (y after x)
     def loss_and_grads(self, x, y=None, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",

@@ -157,8 +157,12 @@ class HVAE(VAE):
 
     # ------------------------------------------------------------------ forward and backward
     def _loss_and_grads(self, x, y, eps, beta, objective, free_bits=0.0, need_grads=True,
-                        need_dx=False):
+                        need_dx=False, params=None, ws=None):
         """The whole chain on validated inputs: returns (HLossResult, grads or None, dx or None).
+
+        ``params`` and ``ws`` as in ``VAE._loss_and_grads``, except that this chain has NumPy glue
+        between its kernels: it reads ``params`` on the host (``k.to_host``; a copy only for
+        device arrays) and allocates fresh arrays (``ws`` is not used).
 
         Forward: q1 -> z1 -> (q2 -> z2 -> p1) and dec -> the per-sample terms -> loss.
         Backward (the same chain reversed; the d-names are gradients of the batch loss):
@@ -173,7 +177,8 @@ class HVAE(VAE):
                 + (q2 network's input gradient)
           dmu_q1, dlogvar_q1 = the direct gradients of log q(z1|x) + the reparameterization's
         """
-        k, p = self._k, self.params
+        k = self._k
+        p = self.params if params is None else {key: k.to_host(v) for key, v in params.items()}
         eps1, eps2 = eps
         K, B, d1 = eps1.shape
         d2 = eps2.shape[2]

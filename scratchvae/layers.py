@@ -5,7 +5,8 @@ and ``b`` (fan_out,). N is the number of rows (B for the encoder, K*B for the de
 samples are flattened to rows because matmul is 2-D).
 
 Forwards return ``(out, cache)``; backwards take ``(d_out, cache)`` and return the gradients in
-the order of the forward's inputs (STYLE.md 3.2). ``k`` is the backend's ``Kernels``.
+the order of the forward's inputs (STYLE.md 3.2). ``k`` is the backend's ``Kernels``; ``ws`` an
+optional ``scratchvae.workspace.Workspace`` the kernels take their outputs from (None: fresh).
 Derivation: docs/derivations.md, "Dense layer" and "MLP".
 """
 from typing import NamedTuple
@@ -23,30 +24,30 @@ class DenseCache(NamedTuple):
     act: int        # activation code
 
 
-def dense_forward(a, W, b, act: int, *, k: Kernels):
+def dense_forward(a, W, b, act: int, *, k: Kernels, ws=None):
     """y = f(a @ W + b).
 
     Shapes: a (N, fan_in), W (fan_in, fan_out), b (fan_out,) -> y (N, fan_out).
     Equation: h = a @ W + b;  y = f(h).
     """
-    h, y = k.bias_act_fwd(k.matmul(a, W), b, act)
+    h, y = k.bias_act_fwd(k.matmul(a, W, ws=ws), b, act, ws=ws)
     return y, DenseCache(a, W, h, y, act)
 
 
-def dense_backward(dy, cache: DenseCache, *, k: Kernels, need_da: bool = True):
+def dense_backward(dy, cache: DenseCache, *, k: Kernels, need_da: bool = True, ws=None):
     """Gradients of a dense layer: (da, dW, db); da is None when ``need_da`` is False.
 
     Shapes: dy (N, fan_out) -> da (N, fan_in), dW (fan_in, fan_out), db (fan_out,).
     Equation: dh = dy * f'(h);  da = dh @ W.T;  dW = a.T @ dh;  db = sum_n dh.
     Derivation: docs/derivations.md, "Dense layer".
     """
-    dh, db = k.bias_act_bwd(dy, cache.h, cache.y, cache.act)
-    dW = k.matmul_at(cache.a, dh)
-    da = k.matmul_bt(dh, cache.W) if need_da else None
+    dh, db = k.bias_act_bwd(dy, cache.h, cache.y, cache.act, ws=ws)
+    dW = k.matmul_at(cache.a, dh, ws=ws)
+    da = k.matmul_bt(dh, cache.W, ws=ws) if need_da else None
     return da, dW, db
 
 
-def mlp_forward(a, layers, act: int, *, k: Kernels):
+def mlp_forward(a, layers, act: int, *, k: Kernels, ws=None):
     """Apply dense layers with activation ``act`` in turn: a_l = f(a_{l-1} @ W_l + b_l).
 
     Shapes: a (N, F_0); layers a list of (W_l (F_{l-1}, F_l), b_l (F_l,)) -> (N, F_L).
@@ -55,12 +56,12 @@ def mlp_forward(a, layers, act: int, *, k: Kernels):
     """
     caches = []
     for W, b in layers:
-        a, cache = dense_forward(a, W, b, act, k=k)
+        a, cache = dense_forward(a, W, b, act, k=k, ws=ws)
         caches.append(cache)
     return a, tuple(caches)
 
 
-def mlp_backward(da, caches, *, k: Kernels, need_da: bool = True):
+def mlp_backward(da, caches, *, k: Kernels, need_da: bool = True, ws=None):
     """Walk the caches in reverse: returns (da_0, [(dW_l, db_l) for each layer in order]).
 
     Equation: per layer, as ``dense_backward``; da_{l-1} is the layer's da.
@@ -68,6 +69,6 @@ def mlp_backward(da, caches, *, k: Kernels, need_da: bool = True):
     """
     grads = []
     for i in reversed(range(len(caches))):
-        da, dW, db = dense_backward(da, caches[i], k=k, need_da=need_da or i > 0)
+        da, dW, db = dense_backward(da, caches[i], k=k, need_da=need_da or i > 0, ws=ws)
         grads.append((dW, db))
     return da, grads[::-1]

@@ -8,6 +8,7 @@ in nats, to be minimised.
 import numpy as np
 
 from .distributions import logsumexp_backward, logsumexp_forward
+from .workspace import empty
 
 
 def neg_elbo_forward(ll, kl, beta: float):
@@ -20,15 +21,18 @@ def neg_elbo_forward(ll, kl, beta: float):
     return per_example.mean(), per_example
 
 
-def neg_elbo_backward(ll_shape, beta: float, dtype):
+def neg_elbo_backward(ll_shape, beta: float, dtype, ws=None):
     """Gradients of the batch loss with respect to ll and kl (they do not depend on the values).
 
-    Shapes: -> dll (K, B), dkl (B,).
+    Shapes: -> dll (K, B), dkl (B,) (from the Workspace ``ws`` when given).
     Equation: dll_kb = -1 / (K B);  dkl_b = beta / B.
     Derivation: docs/derivations.md, "Negative ELBO".
     """
     K, B = ll_shape
-    return np.full((K, B), -1.0 / (K * B), dtype), np.full(B, beta / B, dtype)
+    dll, dkl = empty(ws, (K, B), dtype), empty(ws, B, dtype)
+    dll.fill(-1.0 / (K * B))
+    dkl.fill(beta / B)
+    return dll, dkl
 
 
 def free_bits_kl_forward(kl_per_dim, free_bits: float):

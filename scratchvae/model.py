@@ -80,21 +80,22 @@ class GaussianNetCache(NamedTuple):
     logvar: object      # DenseCache of the logvar head
 
 
-def gaussian_net_forward(params, prefix: str, n_hidden: int, a, act: int, *, k):
+def gaussian_net_forward(params, prefix: str, n_hidden: int, a, act: int, *, k, ws=None):
     """An MLP with two linear heads: (mu, logvar) of a diagonal Gaussian given ``a``.
 
     Shapes: a (N, F_in) -> mu (N, d), logvar (N, d).
     Equation: a_l = f(a_{l-1} @ W_l + b_l);  mu = a_L @ W_mu + b_mu;  logvar = a_L @ W_logvar + b_logvar.
     """
-    a, hidden = mlp_forward(a, mlp_layers(params, prefix, n_hidden), act, k=k)
-    mu, c_mu = dense_forward(a, params[f"{prefix}.W_mu"], params[f"{prefix}.b_mu"], IDENTITY, k=k)
+    a, hidden = mlp_forward(a, mlp_layers(params, prefix, n_hidden), act, k=k, ws=ws)
+    mu, c_mu = dense_forward(a, params[f"{prefix}.W_mu"], params[f"{prefix}.b_mu"], IDENTITY,
+                             k=k, ws=ws)
     logvar, c_lv = dense_forward(a, params[f"{prefix}.W_logvar"], params[f"{prefix}.b_logvar"],
-                                 IDENTITY, k=k)
+                                 IDENTITY, k=k, ws=ws)
     return mu, logvar, GaussianNetCache(hidden, c_mu, c_lv)
 
 
 def gaussian_net_backward(dmu, dlogvar, cache: GaussianNetCache, prefix: str, grads: dict, *, k,
-                          need_da: bool = True):
+                          need_da: bool = True, ws=None):
     """Backward of ``gaussian_net_forward``: writes the prefix's gradients into ``grads`` and
     returns da (the input's gradient, or None when not needed).
 
@@ -102,29 +103,30 @@ def gaussian_net_backward(dmu, dlogvar, cache: GaussianNetCache, prefix: str, gr
     """
     need_head_da = need_da or len(cache.hidden) > 0
     da_mu, grads[f"{prefix}.W_mu"], grads[f"{prefix}.b_mu"] = dense_backward(
-        dmu, cache.mu, k=k, need_da=need_head_da)
+        dmu, cache.mu, k=k, need_da=need_head_da, ws=ws)
     da_lv, grads[f"{prefix}.W_logvar"], grads[f"{prefix}.b_logvar"] = dense_backward(
-        dlogvar, cache.logvar, k=k, need_da=need_head_da)
-    da = da_mu + da_lv if need_head_da else None
-    da, hidden_grads = mlp_backward(da, cache.hidden, k=k, need_da=need_da)
+        dlogvar, cache.logvar, k=k, need_da=need_head_da, ws=ws)
+    da = k.add(da_mu, da_lv, ws=ws) if need_head_da else None
+    da, hidden_grads = mlp_backward(da, cache.hidden, k=k, need_da=need_da, ws=ws)
     for i, (dW, db) in enumerate(hidden_grads):
         grads[f"{prefix}.W{i}"], grads[f"{prefix}.b{i}"] = dW, db
     return da
 
 
-def output_net_forward(params, prefix: str, n_hidden: int, c, act: int, *, k):
+def output_net_forward(params, prefix: str, n_hidden: int, c, act: int, *, k, ws=None):
     """The decoder MLP with a linear output layer. Shapes: c (N, F_in) -> out (N, D).
     Equation: c_m = f(c_{m-1} @ W_m + b_m);  out = c_M @ W_out + b_out."""
-    c, hidden = mlp_forward(c, mlp_layers(params, prefix, n_hidden), act, k=k)
-    out, c_out = dense_forward(c, params[f"{prefix}.W_out"], params[f"{prefix}.b_out"], IDENTITY, k=k)
+    c, hidden = mlp_forward(c, mlp_layers(params, prefix, n_hidden), act, k=k, ws=ws)
+    out, c_out = dense_forward(c, params[f"{prefix}.W_out"], params[f"{prefix}.b_out"], IDENTITY,
+                               k=k, ws=ws)
     return out, (hidden, c_out)
 
 
-def output_net_backward(dout, cache, prefix: str, grads: dict, *, k):
+def output_net_backward(dout, cache, prefix: str, grads: dict, *, k, ws=None):
     """Backward of ``output_net_forward``; writes the prefix's gradients, returns dc_0."""
     hidden, c_out = cache
-    dc, grads[f"{prefix}.W_out"], grads[f"{prefix}.b_out"] = dense_backward(dout, c_out, k=k)
-    dc, hidden_grads = mlp_backward(dc, hidden, k=k)
+    dc, grads[f"{prefix}.W_out"], grads[f"{prefix}.b_out"] = dense_backward(dout, c_out, k=k, ws=ws)
+    dc, hidden_grads = mlp_backward(dc, hidden, k=k, ws=ws)
     for i, (dW, db) in enumerate(hidden_grads):
         grads[f"{prefix}.W{i}"], grads[f"{prefix}.b{i}"] = dW, db
     return dc
@@ -271,21 +273,21 @@ class VAE:
         return x, y, n_samples, beta, objective, free_bits
 
     # ------------------------------------------------------------------ the likelihood p(x|z)
-    def _dec_logvar(self):
+    def _dec_logvar(self, params=None):
         """log s2 per data dimension, (D,): the learned vector or the fixed constant."""
         if self.output_var == "learned":
-            return self.params["dec.logvar"]
+            return (self.params if params is None else params)["dec.logvar"]
         return np.full(self.input_dim, math.log(self.output_var), self.dtype)
 
-    def _loglik_forward(self, x, out):
+    def _loglik_forward(self, x, out, params=None, ws=None):
         if self.likelihood == "bernoulli":
-            return bernoulli_loglik_forward(x, out, k=self._k)
-        return gaussian_loglik_forward(x, out, self._dec_logvar(), k=self._k)
+            return bernoulli_loglik_forward(x, out, k=self._k, ws=ws)
+        return gaussian_loglik_forward(x, out, self._dec_logvar(params), k=self._k, ws=ws)
 
-    def _loglik_backward(self, dll, cache, grads):
+    def _loglik_backward(self, dll, cache, grads, ws=None):
         if self.likelihood == "bernoulli":
-            return bernoulli_loglik_backward(dll, cache, k=self._k)
-        dout, dlogvar = gaussian_loglik_backward(dll, cache, k=self._k)
+            return bernoulli_loglik_backward(dll, cache, k=self._k, ws=ws)
+        dout, dlogvar = gaussian_loglik_backward(dll, cache, k=self._k, ws=ws)
         if self.output_var == "learned":
             grads["dec.logvar"] = dlogvar
         return dout
@@ -298,82 +300,99 @@ class VAE:
     def _decoder_input(self, z2d, y, n_samples):
         return z2d
 
+    def _latent_grad(self, dc0):
+        """The gradient of z from that of the decoder's input (the CVAE drops its label columns)."""
+        return dc0
+
     # ------------------------------------------------------------------ forward and backward
     def _loss_and_grads(self, x, y, eps, beta, objective, free_bits=0.0, need_grads=True,
-                        need_dx=False):
+                        need_dx=False, params=None, ws=None):
         """The whole chain on validated inputs: returns (LossResult, grads or None, dx or None).
 
         Forward: encoder -> heads -> reparameterize -> decoder -> likelihood (+ KL | + log p(z)
         - log q(z|x)) -> loss. Backward: the same chain reversed, with the gradients of mu and
         logvar collected from every term that reads them.
+
+        ``params`` (default ``self.params``) may be another dict of the same arrays, e.g. their
+        device copies during ``fit`` on the cuda backend; ``ws`` a Workspace the kernels take
+        their buffers from (the results then live until the next pass that rewinds it). The
+        per-example values (ll, kl, log-weights) are read on the host (``k.to_host``, the
+        identity on the CPU backends); so are z, mu and logvar for the IWAE and free-bits terms.
         """
-        k, p = self._k, self.params
+        k = self._k
+        p = self.params if params is None else params
+        if ws is not None:
+            ws.rewind()
         K, B, d = eps.shape
         D = self.input_dim
         # ---- forward
         mu, logvar, enc_cache = gaussian_net_forward(
-            p, "enc", len(self.hidden_dims), self._encoder_input(x, y), self._act, k=k)
-        z, rep_cache = reparameterize_forward(mu, logvar, eps, k=k)
+            p, "enc", len(self.hidden_dims), self._encoder_input(x, y), self._act, k=k, ws=ws)
+        z, rep_cache = reparameterize_forward(mu, logvar, eps, k=k, ws=ws)
         # matmul is 2-D: the K samples of the batch become K*B decoder rows
         out, dec_cache = output_net_forward(
             p, "dec", len(self.decoder_hidden_dims),
-            self._decoder_input(z.reshape(K * B, d), y, K), self._act, k=k)
+            self._decoder_input(z.reshape(K * B, d), y, K), self._act, k=k, ws=ws)
         out = out.reshape(K, B, D)
-        ll, ll_cache = self._loglik_forward(x, out)
-        kl, kl_cache = gaussian_kl_forward(mu, logvar, k=k)
+        ll, ll_cache = self._loglik_forward(x, out, p, ws=ws)
+        kl, kl_cache = gaussian_kl_forward(mu, logvar, k=k, ws=ws)
+        ll_h, kl_h = k.to_host(ll), k.to_host(kl)
         logw = None
         if objective == "elbo":
-            loss, per_example = neg_elbo_forward(ll, kl, beta)
+            loss, per_example = neg_elbo_forward(ll_h, kl_h, beta)
             if free_bits > 0:
-                fb_term, fb_mask = free_bits_kl_forward(gaussian_kl_per_dim(mu, logvar), free_bits)
-                loss = -ll.mean() + beta * fb_term
+                fb_term, fb_mask = free_bits_kl_forward(
+                    gaussian_kl_per_dim(k.to_host(mu), k.to_host(logvar)), free_bits)
+                loss = -ll_h.mean() + beta * fb_term
         else:
             # log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), with z_k as a function of
             # (mu, logvar) through the reparameterization: the total derivative below sees all paths
-            logpz, pz_cache = log_standard_normal_forward(z)
-            logqz, qz_cache = log_normal_forward(z, mu, logvar)
-            logw = ll + logpz - logqz
+            logpz, pz_cache = log_standard_normal_forward(k.to_host(z))
+            logqz, qz_cache = log_normal_forward(k.to_host(z), k.to_host(mu), k.to_host(logvar))
+            logw = ll_h + logpz - logqz
             loss, lk, lse_cache = neg_iwae_forward(logw, k=k)
             per_example = -lk
-        result = LossResult(float(loss), per_example, ll, kl, logw)
+        result = LossResult(float(loss), per_example, ll_h, kl_h, logw)
         if not need_grads:
             return result, None, None
 
         # ---- backward
         grads: dict = {}
-        dmu = dlogvar = dz_extra = None
+        dz_extra = None
         if objective == "elbo":
-            dll, dkl = neg_elbo_backward(ll.shape, beta, self.dtype)
-            dmu, dlogvar = gaussian_kl_backward(dkl, kl_cache, k=k)
+            dll, dkl = neg_elbo_backward(ll.shape, beta, self.dtype, ws=ws)
+            dmu, dlogvar = gaussian_kl_backward(dkl, kl_cache, k=k, ws=ws)
             if free_bits > 0:
-                dmu = free_bits_kl_backward(dmu, fb_mask)
-                dlogvar = free_bits_kl_backward(dlogvar, fb_mask)
+                dmu = free_bits_kl_backward(k.to_host(dmu), fb_mask)
+                dlogvar = free_bits_kl_backward(k.to_host(dlogvar), fb_mask)
         else:
             dlogw = neg_iwae_backward(lse_cache, k=k)
             dll = dlogw
             dz_p = log_standard_normal_backward(dlogw, pz_cache)
-            dz_q, dmu_q, dlv_q = log_normal_backward(-dlogw, qz_cache)
-            dz_extra, dmu, dlogvar = dz_p + dz_q, dmu_q, dlv_q
-        dout = self._loglik_backward(dll, ll_cache, grads)
-        dc0 = output_net_backward(dout.reshape(K * B, D), dec_cache, "dec", grads, k=k)
-        dz = dc0[:, :d].reshape(K, B, d)      # the CVAE's label columns are not differentiated
+            dz_q, dmu, dlogvar = log_normal_backward(-dlogw, qz_cache)
+            dz_extra = dz_p + dz_q
+        dout = self._loglik_backward(dll, ll_cache, grads, ws=ws)
+        dc0 = output_net_backward(dout.reshape(K * B, D), dec_cache, "dec", grads, k=k, ws=ws)
+        dz = self._latent_grad(dc0).reshape(K, B, d)
         if dz_extra is not None:
-            dz = dz + dz_extra
-        dmu_r, dlogvar_r = reparameterize_backward(dz, rep_cache, k=k)
-        dmu, dlogvar = dmu + dmu_r, dlogvar + dlogvar_r
-        dx_in = gaussian_net_backward(dmu, dlogvar, enc_cache, "enc", grads, k=k, need_da=need_dx)
+            dz = k.add(dz, dz_extra, ws=ws)
+        dmu_r, dlogvar_r = reparameterize_backward(dz, rep_cache, k=k, ws=ws)
+        dmu, dlogvar = k.add(dmu, dmu_r, ws=ws), k.add(dlogvar, dlogvar_r, ws=ws)
+        dx_in = gaussian_net_backward(dmu, dlogvar, enc_cache, "enc", grads, k=k, need_da=need_dx,
+                                      ws=ws)
         dx = None
         if need_dx:
             # x is read by the encoder and by the likelihood: add the likelihood's path
-            dx = dx_in[:, :D] + self._loglik_dx(x, out, dll)
+            dx = k.to_host(dx_in)[:, :D] + self._loglik_dx(x, k.to_host(out), dll, p)
         return result, self._ordered(grads), dx
 
-    def _loglik_dx(self, x, out, dll):
+    def _loglik_dx(self, x, out, dll, params=None):
         """d loss / d x through log p(x|z) alone: sum_k dll_k * d ll_k / dx, where
         d ll/dx = out (bernoulli logits) or -(x - out) exp(-logvar) (gaussian)."""
         if self.likelihood == "bernoulli":
             return (dll[..., None] * out).sum(axis=0)
-        return -(dll[..., None] * (x - out)).sum(axis=0) * np.exp(-self._dec_logvar())
+        logvar = self._k.to_host(self._dec_logvar(params))
+        return -(dll[..., None] * (x - out)).sum(axis=0) * np.exp(-logvar)
 
     def _ordered(self, grads: dict) -> dict:
         """A new dict with the params' keys, in the params' order."""

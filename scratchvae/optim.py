@@ -10,7 +10,9 @@ Symbols: ``p`` a parameter array, ``g`` its gradient (same shape and dtype), ``l
 rate, ``t = 1, 2, ...`` the number of steps taken, counting the current one.
 
 State is created lazily at the first step, one array per key and slot, with the shape and dtype
-of the parameter (float32 stays float32).  ``state_dict()`` returns a flat dict of plain numbers
+of the parameter (float32 stays float32), where the parameter lives: parameters may be device
+arrays of the cuda backend (``scratchvae.train.fit`` keeps them on the GPU across steps), and
+then the state is created on the device too and updated there.  ``state_dict()`` returns a flat dict of plain numbers
 and arrays (the arrays under ``"<slot>:<key>"``, e.g. ``"m:enc.W0"``), so ``scratchvae.io`` can
 save it without pickle.
 """
@@ -37,9 +39,28 @@ def _check_eps(eps) -> float:
     return check_float("eps", eps, min_value=0.0, min_inclusive=False)
 
 
+def is_device_array(a) -> bool:
+    """True for a GPU array (numba.cuda's device arrays, real or simulated): it exposes the CUDA
+    array interface (or, in numba's simulator, the fake array's equivalent)."""
+    return not isinstance(a, np.ndarray) and (hasattr(a, "__cuda_array_interface__")
+                                              or type(a).__name__ == "FakeCUDAArray")
+
+
+def _check_device_array(name: str, a, shape, dtype) -> None:
+    """Shape and dtype of a device array (its values are checked by the ``all_finite`` kernel)."""
+    if tuple(a.shape) != tuple(shape) or np.dtype(a.dtype) != np.dtype(dtype):
+        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype).name}; "
+                         f"got {tuple(a.shape)} {np.dtype(a.dtype).name}")
+
+
 def _check_param(key: str, p) -> None:
-    """A parameter is updated in place, so it must be a writeable C-contiguous float array."""
+    """A parameter is updated in place, so it must be a writeable C-contiguous float array
+    (a NumPy array, or a device array of the cuda backend)."""
     name = f"params[{key!r}]"
+    if is_device_array(p):
+        if np.dtype(p.dtype) not in FLOAT_DTYPES:
+            raise ValueError(f"{name} must have dtype float32 or float64; got {p.dtype}")
+        return
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray; got {type(p).__name__}")
     if p.dtype not in FLOAT_DTYPES:
@@ -84,7 +105,12 @@ class Optimizer:
     # ------------------------------------------------------------------ public API
     def set_backend(self, name: str) -> None:
         """Use the kernels of backend ``name`` ("numpy", "numba" or "cuda") from now on."""
-        self._k = get_kernels(name)  # raises ValueError/TypeError naming `backend`
+        k = get_kernels(name)  # raises ValueError/TypeError naming `backend`
+        if getattr(self, "_k", None) is not None and self._k is not k:
+            # state the old backend kept on a device comes back to the host
+            self._state = {slot: {key: self._k.to_host(a) for key, a in st.items()}
+                           for slot, st in self._state.items()}
+        self._k = k
         self.backend = name
 
     def reset(self) -> None:
@@ -98,11 +124,17 @@ class Optimizer:
         Everything is validated before anything changes, so a call that raises leaves the
         params and the optimizer state as they were.
         """
+        self._step(params, grads, check_finite=True)
+
+    def _step(self, params: dict, grads: dict, check_finite: bool) -> None:
+        """``step``; ``fit`` passes check_finite=False for gradients it has just checked."""
         hyper = self._check_hyper(**{n: getattr(self, n) for n in self.hyper_names})
-        grads = self._check_step_args(params, grads)
-        if self.t == 0:
+        grads = self._check_step_args(params, grads, check_finite)
+        if self.t == 0:  # state lives where the parameters live (to_device: host -> device)
             for slot in self.slots:
-                self._state[slot] = {k: np.zeros(p.shape, p.dtype) for k, p in params.items()}
+                self._state[slot] = {
+                    key: (self._k.to_device(np.zeros(p.shape, p.dtype)) if is_device_array(p)
+                          else np.zeros(p.shape, p.dtype)) for key, p in params.items()}
         self.t += 1
         for key, p in params.items():
             self._update(p, grads[key], key, hyper)
@@ -118,7 +150,7 @@ class Optimizer:
         d["t"] = self.t
         for slot in self.slots:
             for key, a in self._state[slot].items():
-                d[f"{slot}:{key}"] = a.copy()
+                d[f"{slot}:{key}"] = np.array(self._k.to_host(a))  # a host copy
         return d
 
     def load_state_dict(self, d: Mapping) -> None:
@@ -170,8 +202,11 @@ class Optimizer:
         return f"{type(self).__name__}({hyper}, backend={self.backend!r})"
 
     # ------------------------------------------------------------------ validation
-    def _check_step_args(self, params, grads) -> dict:
-        """Validate params and grads against each other and the state; return checked grads."""
+    def _check_step_args(self, params, grads, check_finite: bool = True) -> dict:
+        """Validate params and grads against each other and the state; return checked grads.
+
+        Finiteness is checked with the backend's ``all_finite`` kernel (no temporary arrays,
+        and on the device for device arrays)."""
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
         if not isinstance(grads, Mapping):
@@ -197,7 +232,14 @@ class Optimizer:
                         "(call reset() to start over)")
         checked = {}
         for key, p in params.items():
-            checked[key] = check_array(f"grads[{key!r}]", grads[key], shape=p.shape, dtype=p.dtype)
+            name, g = f"grads[{key!r}]", grads[key]
+            if is_device_array(g):
+                _check_device_array(name, g, p.shape, p.dtype)
+            else:
+                g = check_array(name, g, shape=p.shape, dtype=p.dtype, finite=False)
+            if check_finite and not self._k.all_finite(g):
+                raise ValueError(f"{name} must be finite; it has NaN or inf entries")
+            checked[key] = g
         return checked
 
 

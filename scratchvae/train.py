@@ -17,6 +17,7 @@ from ._checks import check_float, check_int
 from .data import bernoulli_sample
 from .evaluate import active_units, elbo_terms
 from .optim import Adam
+from .workspace import Workspace
 
 
 class DivergenceError(RuntimeError):
@@ -41,8 +42,17 @@ class History(dict):
         return out
 
 
-def _all_finite(loss, grads) -> bool:
-    return np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
+def _all_finite(k, loss, arrays) -> bool:
+    """The loss and every array finite, checked by the backend's ``all_finite`` kernel (no
+    temporary arrays; on the device for device arrays)."""
+    return bool(np.isfinite(loss)) and all(k.all_finite(a) for a in arrays.values())
+
+
+def _copy_all(k, dst: dict, src: dict) -> None:
+    """dst[key][...] = src[key] for every key (skipped where they are the same array)."""
+    for key, v in src.items():
+        if dst[key] is not v:
+            k.copyto(dst[key], v)
 
 
 def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n_samples=1,
@@ -61,10 +71,21 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     Minibatches are drawn without replacement from a Generator seeded by ``seed``; so is the noise.
     A NaN or inf loss or gradient raises DivergenceError naming the epoch and step, and leaves the
     model at the last parameters whose loss and gradients were finite.
+
+    The hot path allocates no arrays after the first step of each batch shape (the noise aside):
+    the kernels take their outputs from one ``Workspace`` for the whole run, each epoch's data is
+    shuffled into one reused buffer (so minibatches are contiguous slices), and the gradients of
+    a step are consumed by the optimizer before the next step overwrites them. On the cuda
+    backend the parameters, the optimizer state and the work buffers stay on the device across
+    steps; the parameters are copied back to ``model.params`` at the end of every epoch (for the
+    validation pass, the history, the callback and early stopping) and when training stops.
     """
     x_train = model._check_x(x_train, "x_train")
     n = x_train.shape[0]
     y_train = _check_labels(model, y_train, n, "y_train")
+    # objective, free_bits and n_samples validated once, as the model would on every call
+    _, _, n_samples, _, objective, free_bits = model._check_call(
+        x_train[:1], _head(y_train, 1), n_samples, 1.0, objective, free_bits)
     if x_val is not None:
         x_val = model._check_x(x_val, "x_val")
         y_val = _check_labels(model, y_val, x_val.shape[0], "y_val")
@@ -90,7 +111,13 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     rng = np.random.default_rng(seed)
     x_eval, y_eval = (x_val, y_val) if x_val is not None else (x_train[:1000], _head(y_train, 1000))
     history = History()
-    backup = {key: np.empty_like(v) for key, v in model.params.items()}
+    k = model._k
+    # the arrays the steps update: model.params itself on the CPU backends (to_device is the
+    # identity there), their device copies on the cuda backend
+    params = {key: k.to_device(v) for key, v in model.params.items()}
+    backup = {key: k.to_device(np.empty_like(v)) for key, v in model.params.items()}
+    ws = Workspace()
+    x_shuffled = np.empty_like(x_train)
     best = (np.inf, None)
     since_best = 0
     step = 0
@@ -99,32 +126,39 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
         t0 = time.perf_counter()
         x_epoch = bernoulli_sample(x_train, rng) if binarize else x_train
         order = rng.permutation(n)
+        np.take(x_epoch, order, axis=0, out=x_shuffled)   # minibatches become contiguous slices
+        y_shuffled = None if y_train is None else y_train[order]
         losses = []
         for i, start in enumerate(range(0, n, batch_size), start=1):
-            idx = order[start:start + batch_size]
-            beta_t = schedule(step)
-            loss, grads = model.loss_and_grads(
-                x_epoch[idx], n_samples=n_samples, beta=beta_t, rng=rng, objective=objective,
-                free_bits=free_bits, **_y_kw(y_train, idx))
-            if not _all_finite(loss, grads):
+            xb = x_shuffled[start:start + batch_size]
+            yb = None if y_shuffled is None else y_shuffled[start:start + batch_size]
+            beta_t = check_float("beta", schedule(step), min_value=0.0)
+            eps = model.draw_eps(n_samples, xb.shape[0], rng)
+            result, grads, _ = model._loss_and_grads(xb, yb, eps, beta_t, objective, free_bits,
+                                                     params=params, ws=ws)
+            loss = result.loss
+            if not _all_finite(k, loss, grads):
                 if step > 0:   # the parameters before the last update had a finite loss and grads
-                    for key, v in model.params.items():
-                        np.copyto(v, backup[key])
+                    _copy_all(k, params, backup)
+                _copy_all(k, model.params, params)
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {i} (global step {step + 1}): the "
                     f"loss or a gradient is NaN or inf (loss = {loss}); the model keeps the last "
                     f"parameters whose loss and gradients were finite. Try a smaller learning rate.")
-            for key, v in model.params.items():
-                np.copyto(backup[key], v)
-            optimizer.step(model.params, grads)
-            if not all(np.isfinite(v).all() for v in model.params.values()):
-                for key, v in model.params.items():
-                    np.copyto(v, backup[key])
+            _copy_all(k, backup, params)
+            if hasattr(optimizer, "_step"):
+                optimizer._step(params, grads, check_finite=False)  # just checked above
+            else:
+                optimizer.step(params, grads)
+            if not all(k.all_finite(v) for v in params.values()):
+                _copy_all(k, params, backup)
+                _copy_all(k, model.params, params)
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {i}: the optimizer step made a "
                     f"parameter NaN or inf; the parameters before that step were restored.")
             losses.append(loss)
             step += 1
+        _copy_all(k, model.params, params)   # the device copies come back (cuda only)
         terms = elbo_terms(model, x_eval, y=y_eval, rng=np.random.default_rng([seed, epoch]))
         val_loss = float(np.mean(terms.recon + terms.kl))
         _append(history, epoch=epoch, beta=float(beta_t), train_loss=float(np.mean(losses)),
@@ -156,10 +190,6 @@ def _append(history, **values):
 
 def _head(y, n):
     return None if y is None else y[:n]
-
-
-def _y_kw(y, idx):
-    return {} if y is None else {"y": y[idx]}
 
 
 def _check_labels(model, y, n, name):

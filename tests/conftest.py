@@ -4,6 +4,9 @@ import os
 # The tests use tiny matrices, where OpenBLAS's thread hand-off costs far more than it saves on
 # this 2-core machine (measured 10x on small models); set before numpy is first imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Count numba's runtime allocations (read by the no-allocation tests of the workspace); numba
+# reads this once, when it is first imported.
+os.environ.setdefault("NUMBA_NRT_STATS", "1")
 
 import numpy as np
 import pytest

@@ -93,7 +93,7 @@ def test_catches_a_wrong_learned_variance_gradient(monkeypatch):
 
 def test_catches_a_missing_input_gradient_path(monkeypatch):
     model, x = small_problem()
-    monkeypatch.setattr(sv.VAE, "_loglik_dx", lambda self, x, out, dll: np.zeros_like(x))
+    monkeypatch.setattr(sv.VAE, "_loglik_dx", lambda self, x, out, dll, params=None: np.zeros_like(x))
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["x"]
 

@@ -362,3 +362,21 @@ def test_numba_backend_matches_numpy(dtype, make_opt):
     run_steps(make_opt("numpy"), ref_params, 3)
     run_steps(make_opt("numba"), params, 3)
     assert_close(params, ref_params, dtype)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_gradient_is_refused_before_anything_changes(backend, bad):
+    """The finiteness check runs the backend's all_finite kernel; params and state stay put."""
+    opt = Adam(1e-2, backend=backend)
+    params = {"a": np.ones(3), "b": np.zeros((2, 2))}
+    opt.step(params, {"a": np.ones(3), "b": np.ones((2, 2))})
+    before = {k: v.copy() for k, v in params.items()}
+    state = opt.state_dict()
+    grads = {"a": np.ones(3), "b": np.ones((2, 2))}
+    grads["b"][1, 1] = bad
+    with pytest.raises(ValueError, match=r"grads\['b'\] must be finite"):
+        opt.step(params, grads)
+    assert all(np.array_equal(params[k], before[k]) for k in params)
+    assert opt.t == state["t"] == 1
+    np.testing.assert_array_equal(opt.state_dict()["m:b"], state["m:b"])

@@ -10,6 +10,17 @@ Every kernel takes C-contiguous arrays of one float dtype (float32 or float64) a
 arrays of that dtype.  Kernels do no validation: the Python layer above them validates
 (``scratchvae._checks``), so a kernel never raises on bad input and never sees it.
 
+Every kernel that returns arrays also takes a keyword ``ws=None``: with a
+``scratchvae.workspace.Workspace`` its outputs and temporaries are that workspace's reused
+buffers (no allocation after the first step of a shape), without one they are fresh arrays. The
+NumPy reference accepts ``ws`` and allocates anyway (it is written for reading).
+
+Arrays may live on a device: the cuda kernels take host (NumPy) or device arrays and return
+device arrays when any argument is one (NumPy arrays otherwise), so parameters, optimizer state
+and work buffers can stay on the GPU across steps. ``to_device``/``to_host`` move an array
+(both are the identity on the CPU backends); model code reads values on the host only through
+``to_host``.
+
 ===================  ==============================================  ===========================
 kernel               arguments                                       returns
 ===================  ==============================================  ===========================
@@ -28,6 +39,11 @@ gaussian_ll_fwd      x (B, D), out (K, B, D), logvar (D,)            ll (K, B)
 gaussian_ll_bwd      dll (K, B), x, out, logvar                      (dout (K, B, D), dlogvar (D,))
 logsumexp            a (K, B)                                        (B,) log sum_k exp(a_k)
 softmax              a (K, B)                                        (K, B) exp(a_k) / sum_k exp(a)
+add                  a, b (same shape)                               a + b
+all_finite           a                                               bool: no NaN or inf in a
+to_device            a                                               a where the kernels compute
+to_host              a                                               a as a NumPy array
+copyto               dst, src (same shape)                           None (dst[...] = src)
 sgd_step             p, g, velocity, lr, momentum                    None (p, velocity in place)
 adam_step            p, g, m, v, lr, beta1, beta2, eps, t            None (p, m, v in place)
 adagrad_step         p, g, s, lr, eps                                None (p, s in place)
@@ -60,6 +76,11 @@ class Kernels(NamedTuple):
     gaussian_ll_bwd: Callable
     logsumexp: Callable
     softmax: Callable
+    add: Callable
+    all_finite: Callable
+    to_device: Callable
+    to_host: Callable
+    copyto: Callable
     sgd_step: Callable
     adam_step: Callable
     adagrad_step: Callable

@@ -1,15 +1,35 @@
 """numba.cuda kernels: the same functions and signatures as ``numpy_ref``, run on an NVIDIA GPU.
 
-Each public function is a host wrapper: it copies its arguments to the device
-(``cuda.to_device``), launches one or two ``@cuda.jit`` kernels and copies the results back
-(``copy_to_host``), so it takes and returns NumPy arrays exactly like the other backends. The
-optimizer updates copy the new values back into the caller's arrays (in place). Parameters do
-not stay resident on the device between calls: every call pays its host<->device transfers,
-which keeps the one-signature (NumPy in, NumPy out) contract simple but makes this backend a
-correctness reference for GPU kernels rather than a fast path.
+Each public function is a host wrapper around one or two ``@cuda.jit`` kernels. Its arrays may
+live on the host (NumPy arrays) or on the device (numba device arrays: ``cuda.device_array``,
+``cuda.to_device``, or an earlier kernel's output), and where its results live follows one rule:
+
+- device inputs are used as they are (no copy); host inputs are copied to the device first;
+- the outputs are device arrays when ANY array argument is a device array, and NumPy arrays
+  (copied back) when all of them are host arrays.
+
+So a caller that hands NumPy arrays in gets NumPy arrays out, exactly like the other backends
+(each call then pays its transfers), while a caller that keeps its arrays on the device keeps
+them there: ``scratchvae.train.fit`` moves the parameters, the optimizer state and the work
+buffers to the device once (``to_device``), runs every step there, and copies the parameters
+back (``to_host``/``copyto``) only when they are read. Device results are C-contiguous, so model
+code may ``.reshape(...)`` them (a view, no copy); all arithmetic on them happens in kernels
+(a real device array has no operators). ``to_device``, ``to_host`` and ``copyto`` move arrays
+between the two places; ``all_finite`` checks an array on the device and returns a Python bool.
+
+With a ``scratchvae.workspace.Workspace`` (``ws=``), every device buffer a call needs (host
+inputs uploaded, outputs, temporaries) comes from ``ws.empty(shape, dtype,
+new=cuda.device_array)`` and every host output from ``ws.empty(shape, dtype)``, in a fixed order,
+so a step repeated after ``ws.rewind()`` allocates no memory on either side. Without one, every
+call allocates fresh arrays.
+
+The optimizer updates (no ``ws``) change their state in place where it lives: device arrays are
+updated on the device with no host copy (a host gradient is uploaded first); host arrays are
+copied to the device, updated and copied back into the caller's arrays (strided views too).
 
 Without a GPU the kernels run in numba's CUDA simulator when ``NUMBA_ENABLE_CUDASIM=1`` is set
-before numba is imported (slow: ~0.2 ms per simulated thread; for tests on tiny shapes).
+before numba is imported (slow: ~0.2 ms per simulated thread; for tests on tiny shapes). There
+the device arrays are the simulator's ``FakeCUDAArray`` (a NumPy array in a wrapper).
 
 Thread layout (threads per block from ``_jit.TPB`` / ``_jit.TPB_1D``, read at call time):
 
@@ -34,6 +54,7 @@ import numba
 import numpy as np
 from numba import config, cuda
 
+from .. import workspace
 from . import _jit
 from ._activation_codes import ELU, ELU_ALPHA, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 
@@ -88,9 +109,48 @@ def _launch_1d(kernel, n, *args):
         kernel[_blocks(n, tpb), tpb](*args)
 
 
-def _dev(*arrays):
-    """Copy C-contiguous versions of ``arrays`` to the device."""
-    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+# ---------------------------------------------------------------- where arrays live
+def _is_device(a):
+    """True for a numba device array (``DeviceNDArray``; ``FakeCUDAArray`` in the simulator).
+
+    ``cuda.devicearray.is_cuda_ndarray`` rather than ``cuda.is_cuda_array``: the simulator has
+    no ``is_cuda_array``, and its arrays have no ``__cuda_array_interface__``."""
+    return bool(cuda.devicearray.is_cuda_ndarray(a))
+
+
+def _any_on_device(*arrays):
+    """True when any of ``arrays`` is a device array: the outputs then stay on the device."""
+    return any(_is_device(a) for a in arrays)
+
+
+def _device_empty(ws, shape, dtype):
+    """An uninitialised device array: the workspace's buffer, or a fresh one without ``ws``."""
+    if ws is None:
+        return cuda.device_array(shape, dtype=dtype)
+    return ws.empty(shape, dtype, new=cuda.device_array)
+
+
+def _dev(ws, *arrays):
+    """Each array on the device: a device array as it is (no copy); a host array copied into a
+    new device array (into a workspace buffer when ``ws`` is given)."""
+    out = []
+    for a in arrays:
+        if not _is_device(a):
+            a = np.ascontiguousarray(a)
+            d = _device_empty(ws, a.shape, a.dtype)
+            if a.size:  # (the simulator's copy rejects an empty array; numba's skips it)
+                d.copy_to_device(a)
+            a = d
+        out.append(a)
+    return out
+
+
+def _result(ws, on_device, d):
+    """A device result as the caller gets it: itself when the call had a device argument, else
+    copied into a host array (a workspace buffer when ``ws`` is given)."""
+    if on_device:
+        return d
+    return d.copy_to_host(ary=workspace.empty(ws, d.shape, d.dtype))
 
 
 # ---------------------------------------------------------------- matrix products (tiled GEMM)
@@ -139,31 +199,32 @@ def _gemm_kernel(tile, dtype):
     return gemm
 
 
-def _gemm(a, b, trans_a, trans_b):
+def _gemm(a, b, trans_a, trans_b, ws):
     m = a.shape[1] if trans_a else a.shape[0]
     p = b.shape[0] if trans_b else b.shape[1]
-    d_a, d_b = _dev(a, b)
-    d_c = cuda.device_array((m, p), dtype=a.dtype)
+    on_device = _any_on_device(a, b)
+    d_a, d_b = _dev(ws, a, b)
+    d_c = _device_empty(ws, (m, p), a.dtype)
     if m > 0 and p > 0:
         tile = _jit.TPB
         kernel = _gemm_kernel(tile, a.dtype)
         kernel[(_blocks(p, tile), _blocks(m, tile)), (tile, tile)](d_a, d_b, d_c, int(trans_a), int(trans_b))
-    return d_c.copy_to_host()
+    return _result(ws, on_device, d_c)
 
 
-def matmul(a, b):
+def matmul(a, b, *, ws=None):
     """a @ b: (M, N) x (N, P) -> (M, P)."""
-    return _gemm(a, b, False, False)
+    return _gemm(a, b, False, False, ws)
 
 
-def matmul_at(a, b):
+def matmul_at(a, b, *, ws=None):
     """a.T @ b: (N, M) x (N, P) -> (M, P)."""
-    return _gemm(a, b, True, False)
+    return _gemm(a, b, True, False, ws)
 
 
-def matmul_bt(a, b):
+def matmul_bt(a, b, *, ws=None):
     """a @ b.T: (M, P) x (N, P) -> (M, N)."""
-    return _gemm(a, b, False, True)
+    return _gemm(a, b, False, True, ws)
 
 
 # ---------------------------------------------------------------- bias + activation
@@ -198,13 +259,14 @@ def _bias_act_fwd_kernel(z, b, act, h, y):
         y[i, j] = yv
 
 
-def bias_act_fwd(z, b, act):
+def bias_act_fwd(z, b, act, *, ws=None):
     """h = z + b; y = f(h). Returns (h, y), both (N, F)."""
-    d_z, d_b = _dev(z, b)
-    d_h = cuda.device_array(z.shape, dtype=z.dtype)
-    d_y = cuda.device_array(z.shape, dtype=z.dtype)
+    on_device = _any_on_device(z, b)
+    d_z, d_b = _dev(ws, z, b)
+    d_h = _device_empty(ws, z.shape, z.dtype)
+    d_y = _device_empty(ws, z.shape, z.dtype)
     _launch_1d(_bias_act_fwd_kernel, z.size, d_z, d_b, act, d_h, d_y)
-    return d_h.copy_to_host(), d_y.copy_to_host()
+    return _result(ws, on_device, d_h), _result(ws, on_device, d_y)
 
 
 @cuda.jit
@@ -246,14 +308,15 @@ def _colsum_kernel(x, out):
         out[j] = acc
 
 
-def bias_act_bwd(dy, h, y, act):
+def bias_act_bwd(dy, h, y, act, *, ws=None):
     """dh = dy * f'(h) (N, F); db = sum_n dh (F,)."""
-    d_dy, d_h, d_y = _dev(dy, h, y)
-    d_dh = cuda.device_array(dy.shape, dtype=dy.dtype)
-    d_db = cuda.device_array(dy.shape[1], dtype=dy.dtype)
+    on_device = _any_on_device(dy, h, y)
+    d_dy, d_h, d_y = _dev(ws, dy, h, y)
+    d_dh = _device_empty(ws, dy.shape, dy.dtype)
+    d_db = _device_empty(ws, dy.shape[1], dy.dtype)
     _launch_1d(_act_bwd_kernel, dy.size, d_dy, d_h, d_y, act, d_dh)
     _launch_1d(_colsum_kernel, dy.shape[1], d_dh, d_db)
-    return d_dh.copy_to_host(), d_db.copy_to_host()
+    return _result(ws, on_device, d_dh), _result(ws, on_device, d_db)
 
 
 # ---------------------------------------------------------------- reparameterization and KL
@@ -271,13 +334,14 @@ def _reparam_fwd_kernel(mu, logvar, eps, z, std):
             z[k, i, j] = mu[i, j] + s * eps[k, i, j]
 
 
-def reparam_fwd(mu, logvar, eps):
+def reparam_fwd(mu, logvar, eps, *, ws=None):
     """std = exp(logvar / 2); z_k = mu + std * eps_k. Returns (z (K, B, d), std (B, d))."""
-    d_mu, d_lv, d_eps = _dev(mu, logvar, eps)
-    d_z = cuda.device_array(eps.shape, dtype=eps.dtype)
-    d_std = cuda.device_array(mu.shape, dtype=mu.dtype)
+    on_device = _any_on_device(mu, logvar, eps)
+    d_mu, d_lv, d_eps = _dev(ws, mu, logvar, eps)
+    d_z = _device_empty(ws, eps.shape, eps.dtype)
+    d_std = _device_empty(ws, mu.shape, mu.dtype)
     _launch_1d(_reparam_fwd_kernel, mu.size, d_mu, d_lv, d_eps, d_z, d_std)
-    return d_z.copy_to_host(), d_std.copy_to_host()
+    return _result(ws, on_device, d_z), _result(ws, on_device, d_std)
 
 
 @cuda.jit
@@ -298,13 +362,14 @@ def _reparam_bwd_kernel(dz, eps, std, dmu, dlogvar):
         dlogvar[i, j] = t(0.5) * std[i, j] * acc_lv
 
 
-def reparam_bwd(dz, eps, std):
+def reparam_bwd(dz, eps, std, *, ws=None):
     """dmu = sum_k dz_k;  dlogvar = sum_k dz_k * eps_k * std / 2. Each (B, d)."""
-    d_dz, d_eps, d_std = _dev(dz, eps, std)
-    d_dmu = cuda.device_array(std.shape, dtype=std.dtype)
-    d_dlv = cuda.device_array(std.shape, dtype=std.dtype)
+    on_device = _any_on_device(dz, eps, std)
+    d_dz, d_eps, d_std = _dev(ws, dz, eps, std)
+    d_dmu = _device_empty(ws, std.shape, std.dtype)
+    d_dlv = _device_empty(ws, std.shape, std.dtype)
     _launch_1d(_reparam_bwd_kernel, std.size, d_dz, d_eps, d_std, d_dmu, d_dlv)
-    return d_dmu.copy_to_host(), d_dlv.copy_to_host()
+    return _result(ws, on_device, d_dmu), _result(ws, on_device, d_dlv)
 
 
 @cuda.jit
@@ -318,12 +383,13 @@ def _kl_fwd_kernel(mu, logvar, kl):
         kl[i] = kl.dtype.type(0.5) * acc
 
 
-def kl_fwd(mu, logvar):
+def kl_fwd(mu, logvar, *, ws=None):
     """KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""
-    d_mu, d_lv = _dev(mu, logvar)
-    d_kl = cuda.device_array(mu.shape[0], dtype=mu.dtype)
+    on_device = _any_on_device(mu, logvar)
+    d_mu, d_lv = _dev(ws, mu, logvar)
+    d_kl = _device_empty(ws, mu.shape[0], mu.dtype)
     _launch_1d(_kl_fwd_kernel, mu.shape[0], d_mu, d_lv, d_kl)
-    return d_kl.copy_to_host()
+    return _result(ws, on_device, d_kl)
 
 
 @cuda.jit
@@ -337,13 +403,14 @@ def _kl_bwd_kernel(dkl, mu, logvar, dmu, dlogvar):
             dlogvar[i, j] = s * math.expm1(logvar[i, j])
 
 
-def kl_bwd(dkl, mu, logvar):
+def kl_bwd(dkl, mu, logvar, *, ws=None):
     """dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2. Each (B, d)."""
-    d_dkl, d_mu, d_lv = _dev(dkl, mu, logvar)
-    d_dmu = cuda.device_array(mu.shape, dtype=mu.dtype)
-    d_dlv = cuda.device_array(mu.shape, dtype=mu.dtype)
+    on_device = _any_on_device(dkl, mu, logvar)
+    d_dkl, d_mu, d_lv = _dev(ws, dkl, mu, logvar)
+    d_dmu = _device_empty(ws, mu.shape, mu.dtype)
+    d_dlv = _device_empty(ws, mu.shape, mu.dtype)
     _launch_1d(_kl_bwd_kernel, mu.shape[0], d_dkl, d_mu, d_lv, d_dmu, d_dlv)
-    return d_dmu.copy_to_host(), d_dlv.copy_to_host()
+    return _result(ws, on_device, d_dmu), _result(ws, on_device, d_dlv)
 
 
 # ---------------------------------------------------------------- likelihoods
@@ -363,12 +430,13 @@ def _bernoulli_fwd_kernel(x, out, ll):
         ll[k, i] = acc
 
 
-def bernoulli_ll_fwd(x, out):
+def bernoulli_ll_fwd(x, out, *, ws=None):
     """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B)."""
-    d_x, d_out = _dev(x, out)
-    d_ll = cuda.device_array(out.shape[:2], dtype=out.dtype)
+    on_device = _any_on_device(x, out)
+    d_x, d_out = _dev(ws, x, out)
+    d_ll = _device_empty(ws, out.shape[:2], out.dtype)
     _launch_1d(_bernoulli_fwd_kernel, out.shape[0] * out.shape[1], d_x, d_out, d_ll)
-    return d_ll.copy_to_host()
+    return _result(ws, on_device, d_ll)
 
 
 @cuda.jit
@@ -385,12 +453,13 @@ def _bernoulli_bwd_kernel(dll, x, out, dout):
         dout[k, i, j] = dll[k, i] * (x[i, j] - s)
 
 
-def bernoulli_ll_bwd(dll, x, out):
+def bernoulli_ll_bwd(dll, x, out, *, ws=None):
     """dout = dll * (x - sigmoid(out)), (K, B, D)."""
-    d_dll, d_x, d_out = _dev(dll, x, out)
-    d_dout = cuda.device_array(out.shape, dtype=out.dtype)
+    on_device = _any_on_device(dll, x, out)
+    d_dll, d_x, d_out = _dev(ws, dll, x, out)
+    d_dout = _device_empty(ws, out.shape, out.dtype)
     _launch_1d(_bernoulli_bwd_kernel, out.size, d_dll, d_x, d_out, d_dout)
-    return d_dout.copy_to_host()
+    return _result(ws, on_device, d_dout)
 
 
 @cuda.jit
@@ -410,12 +479,13 @@ def _gaussian_fwd_kernel(x, out, logvar, ll):
         ll[k, i] = t(-0.5) * acc
 
 
-def gaussian_ll_fwd(x, out, logvar):
+def gaussian_ll_fwd(x, out, logvar, *, ws=None):
     """log p(x|z_k) = -1/2 sum_i [(x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi)], (K, B)."""
-    d_x, d_out, d_lv = _dev(x, out, logvar)
-    d_ll = cuda.device_array(out.shape[:2], dtype=out.dtype)
+    on_device = _any_on_device(x, out, logvar)
+    d_x, d_out, d_lv = _dev(ws, x, out, logvar)
+    d_ll = _device_empty(ws, out.shape[:2], out.dtype)
     _launch_1d(_gaussian_fwd_kernel, out.shape[0] * out.shape[1], d_x, d_out, d_lv, d_ll)
-    return d_ll.copy_to_host()
+    return _result(ws, on_device, d_ll)
 
 
 @cuda.jit
@@ -447,14 +517,15 @@ def _gaussian_dlogvar_kernel(dll, x, out, logvar, dlogvar):
         dlogvar[j] = acc
 
 
-def gaussian_ll_bwd(dll, x, out, logvar):
+def gaussian_ll_bwd(dll, x, out, logvar, *, ws=None):
     """dout = dll (x - out) exp(-logvar) (K, B, D); dlogvar_i = sum_{k,b} dll ((x-out)^2 exp(-logvar_i) - 1) / 2."""
-    d_dll, d_x, d_out, d_lv = _dev(dll, x, out, logvar)
-    d_dout = cuda.device_array(out.shape, dtype=out.dtype)
-    d_dlv = cuda.device_array(logvar.shape, dtype=logvar.dtype)
+    on_device = _any_on_device(dll, x, out, logvar)
+    d_dll, d_x, d_out, d_lv = _dev(ws, dll, x, out, logvar)
+    d_dout = _device_empty(ws, out.shape, out.dtype)
+    d_dlv = _device_empty(ws, logvar.shape, logvar.dtype)
     _launch_1d(_gaussian_dout_kernel, out.size, d_dll, d_x, d_out, d_lv, d_dout)
     _launch_1d(_gaussian_dlogvar_kernel, out.shape[2], d_dll, d_x, d_out, d_lv, d_dlv)
-    return d_dout.copy_to_host(), d_dlv.copy_to_host()
+    return _result(ws, on_device, d_dout), _result(ws, on_device, d_dlv)
 
 
 # ---------------------------------------------------------------- log-sum-exp over samples
@@ -507,20 +578,91 @@ def _softmax_kernel(a, w):
                 w[k, i] = w[k, i] / s
 
 
-def logsumexp(a):
+def logsumexp(a, *, ws=None):
     """log sum_k exp(a_k) over axis 0, (K, B) -> (B,); all -inf gives -inf."""
-    (d_a,) = _dev(a)
-    d_out = cuda.device_array(a.shape[1], dtype=a.dtype)
+    on_device = _any_on_device(a)
+    (d_a,) = _dev(ws, a)
+    d_out = _device_empty(ws, a.shape[1], a.dtype)
     _launch_1d(_logsumexp_kernel, a.shape[1], d_a, d_out)
-    return d_out.copy_to_host()
+    return _result(ws, on_device, d_out)
 
 
-def softmax(a):
+def softmax(a, *, ws=None):
     """w_k = exp(a_k - m) / sum_k exp(a_k - m) over axis 0, (K, B) -> (K, B)."""
-    (d_a,) = _dev(a)
-    d_w = cuda.device_array(a.shape, dtype=a.dtype)
+    on_device = _any_on_device(a)
+    (d_a,) = _dev(ws, a)
+    d_w = _device_empty(ws, a.shape, a.dtype)
     _launch_1d(_softmax_kernel, a.shape[1], d_a, d_w)
-    return d_w.copy_to_host()
+    return _result(ws, on_device, d_w)
+
+
+# ---------------------------------------------------------------- glue: sums, checks, copies
+@cuda.jit
+def _add_kernel(a, b, out):
+    """out = a + b, flat arrays, one thread per element."""
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = a[i] + b[i]
+
+
+def add(a, b, *, ws=None):
+    """a + b, two arrays of one shape (gradients of a value read by two operations add up)."""
+    on_device = _any_on_device(a, b)
+    d_a, d_b = _dev(ws, a, b)
+    d_out = _device_empty(ws, a.shape, a.dtype)
+    # the kernel sees flat views (reshape of a contiguous device array shares its memory)
+    _launch_1d(_add_kernel, d_out.size, d_a.reshape(-1), d_b.reshape(-1), d_out.reshape(-1))
+    return _result(ws, on_device, d_out)
+
+
+@cuda.jit
+def _all_finite_kernel(a, flag):
+    """flag[0] = 0 if any a[i] is NaN or inf (flag starts at 1); flat a, one thread each.
+    Threads that find one all write the same 0, so the race between them is harmless."""
+    i = cuda.grid(1)
+    if i < a.size:
+        if not math.isfinite(a[i]):
+            flag[0] = 0
+
+
+def all_finite(a):
+    """True when no entry of ``a`` is NaN or inf, checked on the device: only a one-element
+    flag comes back to the host (a host ``a`` is uploaded first)."""
+    (d_a,) = _dev(None, a)
+    flag = cuda.to_device(np.ones(1, dtype=np.int32))
+    _launch_1d(_all_finite_kernel, d_a.size, d_a.reshape(-1), flag)
+    return bool(flag.copy_to_host()[0])
+
+
+def to_device(a):
+    """``a`` on the device: a host array copied into a new device array; a device array as is."""
+    if _is_device(a):
+        return a
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def to_host(a):
+    """``a`` as a NumPy array: a device array copied to a new host array; a host array as is."""
+    if _is_device(a):
+        return a.copy_to_host()
+    return a
+
+
+def copyto(dst, src):
+    """dst[...] = src (same shape and dtype), wherever each of them lives.
+
+    dst on the device: a host-to-device or device-to-device copy (dst must be contiguous, as
+    every device array made here is); dst on the host: a device-to-host copy straight into dst
+    when it is C-contiguous (through a temporary host copy for a strided view), or
+    ``np.copyto`` when both are host arrays."""
+    if _is_device(dst):
+        dst.copy_to_device(src)
+    elif not _is_device(src):
+        np.copyto(dst, src)
+    elif dst.flags.c_contiguous:
+        src.copy_to_host(ary=dst)
+    else:
+        dst[...] = src.copy_to_host()
 
 
 # ---------------------------------------------------------------- optimizer updates (in place)
@@ -556,14 +698,25 @@ def _adagrad_kernel(p, g, s, lr, eps):
         p[i] = p[i] - lr * g[i] / (math.sqrt(si) + eps)
 
 
+def _flat_on_device(a):
+    """A flat (1-D) device view of ``a``: a device array's own memory (reshape of a contiguous
+    device array is a view), a host array's copy."""
+    if _is_device(a):
+        return a.reshape(-1)
+    return cuda.to_device(np.ascontiguousarray(a).reshape(-1))
+
+
 def _update_in_place(kernel, state, g, scalars):
-    """Copy flat ``state = (p, ...)`` and ``g`` to the device, run ``kernel(p, g, *rest, *scalars)``
-    and copy every state array back into the caller's array."""
-    d_state = [cuda.to_device(np.ascontiguousarray(a).reshape(-1)) for a in state]
-    (d_g,) = _dev(np.ascontiguousarray(g).reshape(-1))
-    _launch_1d(kernel, state[0].size, d_state[0], d_g, *d_state[1:], *scalars)
+    """Run ``kernel(p, g, *rest, *scalars)`` on flat views of ``state = (p, *rest)`` and ``g``.
+
+    Device state arrays are updated in place on the device (no host copy); host state arrays
+    are copied to the device and the new values copied back into the caller's arrays (strided
+    views included). A host ``g`` is uploaded."""
+    d_state = [_flat_on_device(a) for a in state]
+    _launch_1d(kernel, d_state[0].size, d_state[0], _flat_on_device(g), *d_state[1:], *scalars)
     for a, d_a in zip(state, d_state):
-        a[...] = d_a.copy_to_host().reshape(a.shape)
+        if not _is_device(a):
+            a[...] = d_a.copy_to_host().reshape(a.shape)
 
 
 def sgd_step(p, g, velocity, lr, momentum):

@@ -8,11 +8,21 @@ memory instead of one temporary per NumPy operator). Matrix products go to NumPy
 tiny ones, where plain njit loops were measured faster (benchmarks/bench_kernels.py, the GEMM
 crossover; see ``SMALL_GEMM_MACS``).
 
+Memory: every output and every temporary comes from ``empty(ws, shape, dtype)``
+(``scratchvae.workspace``): a fresh array when ``ws`` is None, the workspace's reused buffer
+otherwise. The ``@njit`` kernels never allocate: the wrapper hands them their output arrays (an
+accumulator is zeroed inside the kernel's loop), and NumPy writes through ``out=`` (ufuncs,
+``np.matmul``, ``np.sum``). So, given a workspace, a second call of the same shapes allocates
+nothing, neither NumPy arrays nor numba runtime memory.
+
 Numerics follow ``numpy_ref`` operation by operation (same association, constants cast to the
 array dtype as NumPy does with Python scalars), so elementwise results agree to the last bit or
 ulp; row reductions over a feature axis may sum in a different (fixed) order. Every kernel keeps
-the dtype: float32 in, float32 out, float32 accumulators. Returned arrays are always new; the
-optimizer updates write into the caller's arrays in place.
+the dtype: float32 in, float32 out, float32 accumulators. Results with and without ``ws`` are
+bit-identical (only the memory differs). Returned arrays are new when ``ws`` is None and the
+workspace's buffers otherwise (overwritten once the workspace is rewound and the same call
+made again); they never share memory with an argument. The optimizer updates write into the
+caller's arrays in place.
 
 Shapes and equations: the table in ``scratchvae/kernels/__init__.py``.
 """
@@ -20,11 +30,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..workspace import empty
 from ._activation_codes import ELU, ELU_ALPHA, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 from ._jit import REDUCE, STRICT, cached_njit
 
 LOG_2PI = float(np.log(2.0 * np.pi))
-_c = np.ascontiguousarray
+_c = np.ascontiguousarray  # returns its argument itself (no copy) when that is C-contiguous
 
 
 # ---------------------------------------------------------------- matrix products
@@ -36,73 +47,87 @@ _c = np.ascontiguousarray
 SMALL_GEMM_MACS = 1024  # njit GEMM for M * N * P <= this many multiply-adds
 #
 # The loops run the innermost index over contiguous memory: an axpy for a @ b and a.T @ b
-# (vectorises as it is), a dot product for a @ b.T (needs ``reassoc``).
+# (vectorises as it is), a dot product for a @ b.T (needs ``reassoc``). Each writes into the
+# (M, P) array ``c`` it is given, zeroing it first.
 @cached_njit(**REDUCE)
-def _gemm_nn(a, b):
+def _gemm_nn(a, b, c):
     """c = a @ b: (M, N) x (N, P) -> (M, P); c[i, :] += a[i, k] * b[k, :]."""
     m_, n_ = a.shape
-    c = np.zeros((m_, b.shape[1]), dtype=a.dtype)
+    zero = c.dtype.type(0)
+    for i in range(m_):
+        for j in range(b.shape[1]):
+            c[i, j] = zero
     for i in range(m_):
         for k in range(n_):
             aik = a[i, k]
             for j in range(b.shape[1]):
                 c[i, j] += aik * b[k, j]
-    return c
 
 
 @cached_njit(**REDUCE)
-def _gemm_tn(a, b):
+def _gemm_tn(a, b, c):
     """c = a.T @ b: (N, M) x (N, P) -> (M, P); c[i, :] += a[k, i] * b[k, :]."""
     n_, m_ = a.shape
-    c = np.zeros((m_, b.shape[1]), dtype=a.dtype)
+    zero = c.dtype.type(0)
+    for i in range(m_):
+        for j in range(b.shape[1]):
+            c[i, j] = zero
     for k in range(n_):
         for i in range(m_):
             aki = a[k, i]
             for j in range(b.shape[1]):
                 c[i, j] += aki * b[k, j]
-    return c
 
 
 @cached_njit(**REDUCE)
-def _gemm_nt(a, b):
+def _gemm_nt(a, b, c):
     """c = a @ b.T: (M, P) x (N, P) -> (M, N); c[i, j] = dot(a[i, :], b[j, :])."""
     m_, p_ = a.shape
     n_ = b.shape[0]
-    c = np.zeros((m_, n_), dtype=a.dtype)
+    zero = c.dtype.type(0)  # float32 sums stay float32
     for i in range(m_):
         for j in range(n_):
-            acc = c[i, j]  # a zero of the array dtype
+            acc = zero
             for k in range(p_):
                 acc += a[i, k] * b[j, k]
             c[i, j] = acc
+
+
+def matmul(a, b, *, ws=None):
+    """a @ b: (M, N) x (N, P) -> (M, P)."""
+    c = empty(ws, (a.shape[0], b.shape[1]), a.dtype)
+    if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_GEMM_MACS:
+        _gemm_nn(_c(a), _c(b), c)
+    else:
+        np.matmul(a, b, out=c)
     return c
 
 
-def matmul(a, b):
-    """a @ b: (M, N) x (N, P) -> (M, P)."""
-    if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_GEMM_MACS:
-        return _gemm_nn(_c(a), _c(b))
-    return np.matmul(a, b)
-
-
-def matmul_at(a, b):
+def matmul_at(a, b, *, ws=None):
     """a.T @ b: (N, M) x (N, P) -> (M, P); BLAS reads the transpose without copying."""
+    c = empty(ws, (a.shape[1], b.shape[1]), a.dtype)
     if a.shape[0] == 1 or a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_GEMM_MACS:
-        return _gemm_tn(_c(a), _c(b))
-    return np.matmul(a.T, b)
+        _gemm_tn(_c(a), _c(b), c)
+    else:
+        np.matmul(a.T, b, out=c)
+    return c
 
 
-def matmul_bt(a, b):
+def matmul_bt(a, b, *, ws=None):
     """a @ b.T: (M, P) x (N, P) -> (M, N); BLAS reads the transpose without copying."""
+    c = empty(ws, (a.shape[0], b.shape[0]), a.dtype)
     if a.shape[0] * a.shape[1] * b.shape[0] <= SMALL_GEMM_MACS:
-        return _gemm_nt(_c(a), _c(b))
-    return np.matmul(a, b.T)
+        _gemm_nt(_c(a), _c(b), c)
+    else:
+        np.matmul(a, b.T, out=c)
+    return c
 
 
 # ---------------------------------------------------------------- bias + activation
 @cached_njit(**STRICT)
-def _bias_piecewise_fwd(z, b, act):
-    """h = z + b; y = relu / leaky_relu / identity of h, in one pass. (N, F), (F,) -> 2x (N, F).
+def _bias_piecewise_fwd(z, b, act, h, y):
+    """h = z + b; y = relu / leaky_relu / identity of h, in one pass. (N, F), (F,) -> 2x (N, F)
+    written into the given h and y.
 
     The activation branch sits outside the loops (one loop per activation), so each inner
     loop is branch-free and vectorises (3-6x faster than a branch per element, measured)."""
@@ -110,8 +135,6 @@ def _bias_piecewise_fwd(z, b, act):
     slope = t(LEAKY_SLOPE)
     zero = t(0)
     n, f = z.shape
-    h = np.empty_like(z)
-    y = np.empty_like(z)
     if act == RELU:
         for i in range(n):
             for j in range(f):
@@ -130,18 +153,15 @@ def _bias_piecewise_fwd(z, b, act):
                 hij = z[i, j] + b[j]
                 h[i, j] = hij
                 y[i, j] = hij
-    return h, y
 
 
 @cached_njit(**STRICT)
-def _bias_add(z, b):
-    """h = z + b, (N, F) + (F,) -> (N, F)."""
+def _bias_add(z, b, h):
+    """h = z + b, (N, F) + (F,) -> (N, F) written into h."""
     n, f = z.shape
-    h = np.empty_like(z)
     for i in range(n):
         for j in range(f):
             h[i, j] = z[i, j] + b[j]
-    return h
 
 
 @cached_njit(**STRICT)
@@ -169,40 +189,43 @@ def _softplus_finish_inplace(y, h):
         y[i] = (h[i] if h[i] > zero else zero) + y[i]
 
 
-def _log1p_exp_neg_abs(x):
-    """log1p(exp(-|x|)) as a new array: the transcendental half of the stable softplus
-    max(x, 0) + log1p(exp(-|x|)), which never overflows (exp of a non-positive number).
+def _log1p_exp_neg_abs(x, t):
+    """t = log1p(exp(-|x|)), written into t and returned: the transcendental half of the stable
+    softplus max(x, 0) + log1p(exp(-|x|)), which never overflows (exp of a non-positive number).
     NumPy's SIMD exp/log1p pipeline is ~10x faster than np.logaddexp(0, x) (measured)."""
-    t = np.abs(x)
+    np.abs(x, out=t)
     np.negative(t, out=t)
     np.exp(t, out=t)
     np.log1p(t, out=t)
     return t
 
 
-def _sigmoid(h):
-    """sigma(h) = 0.5 tanh(h/2) + 0.5 as a new array: NumPy tanh, then one fused njit pass."""
-    s = np.multiply(h, 0.5)
+def _sigmoid(h, s):
+    """s = sigma(h) = 0.5 tanh(h/2) + 0.5, written into s and returned: NumPy tanh, then one
+    fused njit pass."""
+    np.multiply(h, 0.5, out=s)
     np.tanh(s, out=s)
     _sigmoid_affine_inplace(s.reshape(-1))
     return s
 
 
-def bias_act_fwd(z, b, act):
+def bias_act_fwd(z, b, act, *, ws=None):
     """h = z + b; y = f(h). Returns (h, y), both (N, F). Equations: numpy_ref.act_fwd."""
     z, b = _c(z), _c(b)
+    h, y = empty(ws, z.shape, z.dtype), empty(ws, z.shape, z.dtype)
     if act in (RELU, LEAKY_RELU, IDENTITY):
-        return _bias_piecewise_fwd(z, b, act)
-    h = _bias_add(z, b)
+        _bias_piecewise_fwd(z, b, act, h, y)
+        return h, y
+    _bias_add(z, b, h)
     if act == TANH:
-        y = np.tanh(h)
+        np.tanh(h, out=y)
     elif act == SIGMOID:
-        y = _sigmoid(h)
+        _sigmoid(h, y)
     elif act == SOFTPLUS:  # max(h, 0) + log1p(exp(-|h|)): never overflows
-        y = _log1p_exp_neg_abs(h)
+        _log1p_exp_neg_abs(h, y)
         _softplus_finish_inplace(y.reshape(-1), h.reshape(-1))
     elif act == ELU:
-        y = np.minimum(h, 0.0)  # expm1 of min(h, 0): no overflow in the unused branch
+        np.minimum(h, 0.0, out=y)  # expm1 of min(h, 0): no overflow in the unused branch
         np.expm1(y, out=y)
         _elu_select_inplace(y.reshape(-1), h.reshape(-1))
     else:
@@ -211,8 +234,9 @@ def bias_act_fwd(z, b, act):
 
 
 @cached_njit(**STRICT)
-def _bias_act_bwd(dy, h, y, act):
-    """dh = dy * f'(h) and db = sum_n dh, one row-major pass with a local column accumulator.
+def _bias_act_bwd(dy, h, y, act, dh, db):
+    """dh = dy * f'(h) and db = sum_n dh, one row-major pass with a column accumulator db
+    (zeroed here); dh and db are written into.
 
     f' from h or y: relu 1[h>0]; leaky 1 or slope; tanh 1 - y^2; sigmoid y (1 - y);
     elu 1 or y + alpha; identity 1. (softplus' = sigmoid(h) is a transcendental: the wrapper
@@ -223,8 +247,8 @@ def _bias_act_bwd(dy, h, y, act):
     zero, one = t(0), t(1)
     slope, alpha = t(LEAKY_SLOPE), t(ELU_ALPHA)
     n, f = dy.shape
-    dh = np.empty_like(dy)
-    db = np.zeros(f, dtype=dy.dtype)  # local accumulator: rows added in order, as NumPy's sum
+    for j in range(f):
+        db[j] = zero  # column accumulator: rows added in order, as NumPy's sum
     if act == RELU:
         for i in range(n):
             for j in range(f):
@@ -261,59 +285,65 @@ def _bias_act_bwd(dy, h, y, act):
                 d = dy[i, j]
                 dh[i, j] = d
                 db[j] += d
-    return dh, db
 
 
 @cached_njit(**STRICT)
-def _mul_colsum(dy, g):
-    """dh = dy * g and db = sum_n dh (column sum, rows in order). (N, F) -> (N, F), (F,)."""
+def _mul_colsum(dy, g, dh, db):
+    """dh = dy * g and db = sum_n dh (column sum, rows in order), written into dh (N, F) and
+    db (F,)."""
     n, f = dy.shape
-    dh = np.empty_like(dy)
-    db = np.zeros(f, dtype=dy.dtype)
+    zero = dy.dtype.type(0)
+    for j in range(f):
+        db[j] = zero
     for i in range(n):
         for j in range(f):
             d = dy[i, j] * g[i, j]
             dh[i, j] = d
             db[j] += d
-    return dh, db
 
 
-def bias_act_bwd(dy, h, y, act):
+def bias_act_bwd(dy, h, y, act, *, ws=None):
     """dh = dy * f'(h) (N, F); db = sum_n dh (F,)."""
     dy, h, y = _c(dy), _c(h), _c(y)
+    dh, db = empty(ws, dy.shape, dy.dtype), empty(ws, dy.shape[1], dy.dtype)
     if act == SOFTPLUS:  # softplus' = sigmoid: a transcendental, so NumPy computes it
-        return _mul_colsum(dy, _sigmoid(h))
-    return _bias_act_bwd(dy, h, y, act)
+        _mul_colsum(dy, _sigmoid(h, empty(ws, h.shape, h.dtype)), dh, db)
+    else:
+        _bias_act_bwd(dy, h, y, act, dh, db)
+    return dh, db
 
 
 # ---------------------------------------------------------------- reparameterization and KL
 @cached_njit(**STRICT)
-def _reparam_fwd(mu, std, eps):
-    """z_k = mu + std * eps_k for every sample k. (B, d), (B, d), (K, B, d) -> (K, B, d)."""
+def _reparam_fwd(mu, std, eps, z):
+    """z_k = mu + std * eps_k for every sample k, written into z. (B, d), (B, d), (K, B, d)."""
     k_, b_, d_ = eps.shape
-    z = np.empty_like(eps)
     for k in range(k_):
         for i in range(b_):
             for j in range(d_):
                 z[k, i, j] = mu[i, j] + std[i, j] * eps[k, i, j]
-    return z
 
 
-def reparam_fwd(mu, logvar, eps):
+def reparam_fwd(mu, logvar, eps, *, ws=None):
     """std = exp(logvar / 2); z_k = mu + std * eps_k. Returns (z (K, B, d), std (B, d))."""
     mu, logvar, eps = _c(mu), _c(logvar), _c(eps)
-    std = np.multiply(logvar, 0.5)
+    z, std = empty(ws, eps.shape, eps.dtype), empty(ws, logvar.shape, logvar.dtype)
+    np.multiply(logvar, 0.5, out=std)
     np.exp(std, out=std)
-    return _reparam_fwd(mu, std, eps), std
+    _reparam_fwd(mu, std, eps, z)
+    return z, std
 
 
 @cached_njit(**STRICT)
-def _reparam_bwd(dz, eps, std):
-    """dmu = sum_k dz_k; dlogvar = 0.5 * std * sum_k dz_k * eps_k; k summed in order."""
+def _reparam_bwd(dz, eps, std, dmu, acc):
+    """dmu = sum_k dz_k; dlogvar = 0.5 * std * sum_k dz_k * eps_k, k summed in order; written
+    into dmu and acc (B, d), which end up holding dmu and dlogvar."""
     k_, b_, d_ = dz.shape
-    half = dz.dtype.type(0.5)
-    dmu = np.zeros((b_, d_), dtype=dz.dtype)
-    acc = np.zeros((b_, d_), dtype=dz.dtype)
+    half, zero = dz.dtype.type(0.5), dz.dtype.type(0)
+    for i in range(b_):
+        for j in range(d_):
+            dmu[i, j] = zero
+            acc[i, j] = zero
     for k in range(k_):
         for i in range(b_):
             for j in range(d_):
@@ -322,77 +352,81 @@ def _reparam_bwd(dz, eps, std):
     for i in range(b_):
         for j in range(d_):
             acc[i, j] = half * std[i, j] * acc[i, j]
-    return dmu, acc
 
 
-def reparam_bwd(dz, eps, std):
+def reparam_bwd(dz, eps, std, *, ws=None):
     """dmu = sum_k dz_k;  dlogvar = sum_k dz_k * eps_k * std / 2. Each (B, d)."""
-    return _reparam_bwd(_c(dz), _c(eps), _c(std))
+    dz, eps, std = _c(dz), _c(eps), _c(std)
+    dmu, dlogvar = empty(ws, std.shape, dz.dtype), empty(ws, std.shape, dz.dtype)
+    _reparam_bwd(dz, eps, std, dmu, dlogvar)
+    return dmu, dlogvar
 
 
 @cached_njit(**STRICT)
-def _kl_rows(mu, logvar, em1):
-    """kl_b = 0.5 * sum_j (mu^2 + expm1(logvar) - logvar), em1 = expm1(logvar) given. (B,)."""
+def _kl_rows(mu, logvar, em1, kl):
+    """kl_b = 0.5 * sum_j (mu^2 + expm1(logvar) - logvar), em1 = expm1(logvar) given; written
+    into kl (B,)."""
     n, d = mu.shape
-    half = mu.dtype.type(0.5)
-    kl = np.zeros(n, dtype=mu.dtype)
+    half, zero = mu.dtype.type(0.5), mu.dtype.type(0)
     for i in range(n):
-        acc = kl[i]  # a zero of the array dtype: float32 sums stay float32
+        acc = zero  # a zero of the array dtype: float32 sums stay float32
         for j in range(d):
             acc += mu[i, j] * mu[i, j] + em1[i, j] - logvar[i, j]
         kl[i] = half * acc
+
+
+def kl_fwd(mu, logvar, *, ws=None):
+    """KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""
+    mu, logvar = _c(mu), _c(logvar)
+    kl, em1 = empty(ws, mu.shape[0], mu.dtype), empty(ws, logvar.shape, logvar.dtype)
+    np.expm1(logvar, out=em1)
+    _kl_rows(mu, logvar, em1, kl)
     return kl
 
 
-def kl_fwd(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""
-    mu, logvar = _c(mu), _c(logvar)
-    return _kl_rows(mu, logvar, np.expm1(logvar))
-
-
 @cached_njit(**STRICT)
-def _kl_bwd_inplace(dkl, mu, em1):
-    """dmu = dkl * mu (new); em1 <- dkl * 0.5 * em1 in place (it becomes dlogvar)."""
+def _kl_bwd_inplace(dkl, mu, em1, dmu):
+    """dmu = dkl * mu (written into dmu); em1 <- dkl * 0.5 * em1 in place (it becomes dlogvar)."""
     n, d = mu.shape
     half = mu.dtype.type(0.5)
-    dmu = np.empty_like(mu)
     for i in range(n):
         s = dkl[i] * half
         for j in range(d):
             dmu[i, j] = dkl[i] * mu[i, j]
             em1[i, j] = s * em1[i, j]
-    return dmu
 
 
-def kl_bwd(dkl, mu, logvar):
+def kl_bwd(dkl, mu, logvar, *, ws=None):
     """dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2. Each (B, d)."""
     dkl, mu, logvar = _c(dkl), _c(mu), _c(logvar)
-    dlogvar = np.expm1(logvar)
-    return _kl_bwd_inplace(dkl, mu, dlogvar), dlogvar
+    dmu, dlogvar = empty(ws, mu.shape, mu.dtype), empty(ws, logvar.shape, logvar.dtype)
+    np.expm1(logvar, out=dlogvar)
+    _kl_bwd_inplace(dkl, mu, dlogvar, dmu)
+    return dmu, dlogvar
 
 
 # ---------------------------------------------------------------- likelihoods
 @cached_njit(**REDUCE)
-def _bernoulli_rows(x, out, tail):
+def _bernoulli_rows(x, out, tail, ll):
     """ll[k, b] = sum_i x_i out_i - softplus(out_i), softplus(o) = max(o, 0) + tail, where
-    tail = log1p(exp(-|out|)) is given."""
+    tail = log1p(exp(-|out|)) is given; written into ll (K, B)."""
     k_, b_, d_ = out.shape
     zero = out.dtype.type(0)
-    ll = np.zeros((k_, b_), dtype=out.dtype)
     for k in range(k_):
         for i in range(b_):
-            acc = ll[k, i]
+            acc = zero
             for j in range(d_):
                 o = out[k, i, j]
                 acc += x[i, j] * o - ((o if o > zero else zero) + tail[k, i, j])
             ll[k, i] = acc
-    return ll
 
 
-def bernoulli_ll_fwd(x, out):
+def bernoulli_ll_fwd(x, out, *, ws=None):
     """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B)."""
     x, out = _c(x), _c(out)
-    return _bernoulli_rows(x, out, _log1p_exp_neg_abs(out))
+    ll, tail = empty(ws, out.shape[:2], out.dtype), empty(ws, out.shape, out.dtype)
+    _bernoulli_rows(x, out, _log1p_exp_neg_abs(out, tail), ll)
+    return ll
 
 
 @cached_njit(**STRICT)
@@ -407,46 +441,55 @@ def _bernoulli_bwd_inplace(dll, x, t):
                 t[k, i, j] = g * (x[i, j] - (half * t[k, i, j] + half))
 
 
-def bernoulli_ll_bwd(dll, x, out):
+def bernoulli_ll_bwd(dll, x, out, *, ws=None):
     """dout = dll * (x - sigmoid(out)), (K, B, D)."""
     dll, x, out = _c(dll), _c(x), _c(out)
-    dout = np.multiply(out, 0.5)
+    dout = empty(ws, out.shape, out.dtype)
+    np.multiply(out, 0.5, out=dout)
     np.tanh(dout, out=dout)
     _bernoulli_bwd_inplace(dll, x, dout)
     return dout
 
 
 @cached_njit(**REDUCE)
-def _gaussian_rows(x, out, logvar, prec, log2pi):
-    """ll[k, b] = -0.5 sum_i ((x - out)^2 prec_i + logvar_i + log 2pi), prec = exp(-logvar)."""
+def _gaussian_rows(x, out, logvar, prec, log2pi, ll):
+    """ll[k, b] = -0.5 sum_i ((x - out)^2 prec_i + logvar_i + log 2pi), prec = exp(-logvar);
+    written into ll (K, B)."""
     k_, b_, d_ = out.shape
-    mhalf = out.dtype.type(-0.5)
-    ll = np.zeros((k_, b_), dtype=out.dtype)
+    mhalf, zero = out.dtype.type(-0.5), out.dtype.type(0)
     for k in range(k_):
         for i in range(b_):
-            acc = ll[k, i]
+            acc = zero
             for j in range(d_):
                 r = x[i, j] - out[k, i, j]
                 acc += r * r * prec[j] + logvar[j] + log2pi
             ll[k, i] = mhalf * acc
+
+
+def _exp_neg(logvar, prec):
+    """prec = exp(-logvar), written into prec and returned."""
+    np.negative(logvar, out=prec)
+    np.exp(prec, out=prec)
+    return prec
+
+
+def gaussian_ll_fwd(x, out, logvar, *, ws=None):
+    """log p(x|z_k) = -1/2 sum_i [(x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi)], (K, B)."""
+    x, out, logvar = _c(x), _c(out), _c(logvar)
+    ll, prec = empty(ws, out.shape[:2], out.dtype), empty(ws, logvar.shape, logvar.dtype)
+    _gaussian_rows(x, out, logvar, _exp_neg(logvar, prec), out.dtype.type(LOG_2PI), ll)
     return ll
 
 
-def gaussian_ll_fwd(x, out, logvar):
-    """log p(x|z_k) = -1/2 sum_i [(x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi)], (K, B)."""
-    x, out, logvar = _c(x), _c(out), _c(logvar)
-    prec = np.exp(-logvar)
-    return _gaussian_rows(x, out, logvar, prec, out.dtype.type(LOG_2PI))
-
-
 @cached_njit(**STRICT)
-def _gaussian_bwd(dll, x, out, prec):
-    """dout = dll (x - out) prec; dlogvar_i = sum_{k,b} 0.5 dll ((x - out)^2 prec_i - 1)."""
+def _gaussian_bwd(dll, x, out, prec, dout, dlogvar):
+    """dout = dll (x - out) prec; dlogvar_i = sum_{k,b} 0.5 dll ((x - out)^2 prec_i - 1);
+    written into dout (K, B, D) and dlogvar (D,)."""
     k_, b_, d_ = out.shape
     t = out.dtype.type
-    half, one = t(0.5), t(1)
-    dout = np.empty_like(out)
-    dlogvar = np.zeros(d_, dtype=out.dtype)  # column accumulator, (k, b) rows in order
+    half, one, zero = t(0.5), t(1), t(0)
+    for j in range(d_):
+        dlogvar[j] = zero  # column accumulator, (k, b) rows in order
     for k in range(k_):
         for i in range(b_):
             g = dll[k, i]
@@ -455,21 +498,25 @@ def _gaussian_bwd(dll, x, out, prec):
                 r = x[i, j] - out[k, i, j]
                 dout[k, i, j] = g * r * prec[j]
                 dlogvar[j] += hg * (r * r * prec[j] - one)
-    return dout, dlogvar
 
 
-def gaussian_ll_bwd(dll, x, out, logvar):
+def gaussian_ll_bwd(dll, x, out, logvar, *, ws=None):
     """dout = dll (x - out) exp(-logvar) (K, B, D); dlogvar_i = sum_{k,b} dll ((x-out)^2 exp(-logvar_i) - 1) / 2."""
     dll, x, out, logvar = _c(dll), _c(x), _c(out), _c(logvar)
-    return _gaussian_bwd(dll, x, out, np.exp(-logvar))
+    dout, dlogvar = empty(ws, out.shape, out.dtype), empty(ws, logvar.shape, logvar.dtype)
+    prec = _exp_neg(logvar, empty(ws, logvar.shape, logvar.dtype))
+    _gaussian_bwd(dll, x, out, prec, dout, dlogvar)
+    return dout, dlogvar
 
 
 # ---------------------------------------------------------------- log-sum-exp over samples
 @cached_njit(**STRICT)
-def _shift_by_colmax(a):
-    """m_b = max_k a[k, b] (0 where that is not finite); returns (a - m, m). No fastmath: -inf guard."""
+def _shift_by_colmax(a, s, m):
+    """m_b = max_k a[k, b] (0 where that is not finite) and s = a - m, written into m (B,) and
+    s (K, B). No fastmath: -inf guard."""
     k_, b_ = a.shape
-    m = a[0].copy()
+    for i in range(b_):
+        m[i] = a[0, i]
     for k in range(1, k_):
         for i in range(b_):
             v = a[k, i]
@@ -479,34 +526,82 @@ def _shift_by_colmax(a):
     for i in range(b_):
         if not np.isfinite(m[i]):  # all -inf (or inf/NaN): shift by 0, avoiding -inf - -inf
             m[i] = zero
-    s = np.empty_like(a)
     for k in range(k_):
         for i in range(b_):
             s[k, i] = a[k, i] - m[i]
-    return s, m
 
 
-def logsumexp(a):
+def logsumexp(a, *, ws=None):
     """log sum_k exp(a_k) over axis 0, (K, B) -> (B,); all -inf gives -inf."""
-    e, m = _shift_by_colmax(_c(a))
+    a = _c(a)
+    s, e, m = empty(ws, a.shape[1], a.dtype), empty(ws, a.shape, a.dtype), empty(ws, a.shape[1], a.dtype)
+    _shift_by_colmax(a, e, m)
     np.exp(e, out=e)
-    s = e.sum(axis=0)
+    np.sum(e, axis=0, out=s)
     with np.errstate(divide="ignore"):  # log(0) = -inf is the intended all -inf result
         np.log(s, out=s)
     s += m
     return s
 
 
-def softmax(a):
+def softmax(a, *, ws=None):
     """w_k = exp(a_k - m) / sum_k exp(a_k - m) over axis 0, (K, B) -> (K, B); m the column max.
 
     Normalising the shifted exponentials keeps float32 weights accurate for large |a|; an
     all -inf column gives NaN (0/0), as in the reference."""
-    e, _ = _shift_by_colmax(_c(a))
+    a = _c(a)
+    e, m, s = empty(ws, a.shape, a.dtype), empty(ws, a.shape[1], a.dtype), empty(ws, a.shape[1], a.dtype)
+    _shift_by_colmax(a, e, m)
     np.exp(e, out=e)
+    np.sum(e, axis=0, out=s)
     with np.errstate(invalid="ignore"):
-        np.divide(e, e.sum(axis=0), out=e)
+        np.divide(e, s, out=e)
     return e
+
+
+# ---------------------------------------------------------------- glue: sums, checks, copies
+def add(a, b, *, ws=None):
+    """a + b, two arrays of one shape (gradients of a value read by two operations add up)."""
+    return np.add(a, b, out=empty(ws, a.shape, a.dtype))
+
+
+# all_finite scans in blocks: the loop inside a block has no exit, so it vectorises (about
+# NumPy's speed, measured), and the exit between blocks stops at the first block holding a
+# NaN or inf, without the boolean temporary of np.isfinite(a).all().
+_FINITE_BLOCK = 4096
+
+
+@cached_njit(**STRICT)
+def _all_finite(a):
+    """True when no entry of the flat array a is NaN, inf or -inf."""
+    for start in range(0, a.size, _FINITE_BLOCK):
+        block = a[start:start + _FINITE_BLOCK]  # a view: no copy
+        bad = 0
+        for i in range(block.size):
+            bad += not np.isfinite(block[i])
+        if bad:
+            return False
+    return True
+
+
+def all_finite(a):
+    """True when no entry of ``a`` is NaN or inf (fit and the optimizers check gradients)."""
+    return bool(_all_finite(_c(a).reshape(-1)))
+
+
+def to_device(a):
+    """The array as this backend computes on it: on the CPU, ``a`` itself (no copy)."""
+    return a
+
+
+def to_host(a):
+    """The array as a NumPy array on the host: on the CPU, ``a`` itself (no copy)."""
+    return a
+
+
+def copyto(dst, src):
+    """dst[...] = src (same shape and dtype), e.g. saving and restoring parameters."""
+    np.copyto(dst, src)
 
 
 # ---------------------------------------------------------------- optimizer updates (in place)

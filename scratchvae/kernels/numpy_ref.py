@@ -1,7 +1,10 @@
 """Reference kernels in plain NumPy: written for reading, and the truth the tests compare against.
 
-Signatures and shapes are the table in ``scratchvae/kernels/__init__.py``. Every function keeps
-the dtype of its array arguments (Python float scalars do not promote under NumPy 2's rules;
+Signatures and shapes are the table in ``scratchvae/kernels/__init__.py``. Every function that
+returns arrays takes ``ws=None`` (a ``scratchvae.workspace.Workspace``) for the signature the
+backends share, and ignores it: the reference allocates fresh arrays, because it is written to be
+read (the numba and cuda kernels take their outputs and temporaries from ``ws``). Every function
+keeps the dtype of its array arguments (Python float scalars do not promote under NumPy 2's rules;
 integer masks are cast with ``astype(h.dtype)`` so float32 stays float32).
 """
 import numpy as np
@@ -12,17 +15,17 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 # ---------------------------------------------------------------- matrix products (BLAS)
-def matmul(a, b):
+def matmul(a, b, *, ws=None):
     """a @ b: (M, N) x (N, P) -> (M, P)."""
     return a @ b
 
 
-def matmul_at(a, b):
+def matmul_at(a, b, *, ws=None):
     """a.T @ b: (N, M) x (N, P) -> (M, P); used for dW = a.T @ dy."""
     return a.T @ b
 
 
-def matmul_bt(a, b):
+def matmul_bt(a, b, *, ws=None):
     """a @ b.T: (M, P) x (N, P) -> (M, N); used for da = dy @ W.T."""
     return a @ b.T
 
@@ -78,59 +81,59 @@ def act_grad(h, y, act):
     raise AssertionError(f"unknown activation code {act}")
 
 
-def bias_act_fwd(z, b, act):
+def bias_act_fwd(z, b, act, *, ws=None):
     """h = z + b; y = f(h). Returns (h, y), both (N, F); h is kept for the backward."""
     h = z + b
     return h, act_fwd(h, act)
 
 
-def bias_act_bwd(dy, h, y, act):
+def bias_act_bwd(dy, h, y, act, *, ws=None):
     """dh = dy * f'(h) (N, F); db = sum_n dh (F,)."""
     dh = dy * act_grad(h, y, act)
     return dh, dh.sum(axis=0)
 
 
 # ---------------------------------------------------------------- reparameterization and KL
-def reparam_fwd(mu, logvar, eps):
+def reparam_fwd(mu, logvar, eps, *, ws=None):
     """std = exp(logvar / 2); z_k = mu + std * eps_k. Returns (z (K, B, d), std (B, d))."""
     std = np.exp(0.5 * logvar)
     return mu + std * eps, std
 
 
-def reparam_bwd(dz, eps, std):
+def reparam_bwd(dz, eps, std, *, ws=None):
     """dmu = sum_k dz_k;  dlogvar = sum_k dz_k * eps_k * std / 2  (dz/dlogvar = eps*std/2)."""
     return dz.sum(axis=0), 0.5 * std * (dz * eps).sum(axis=0)
 
 
-def kl_fwd(mu, logvar):
+def kl_fwd(mu, logvar, *, ws=None):
     """KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum_j (mu^2 + exp(logvar) - 1 - logvar), (B,)."""
     return 0.5 * (mu * mu + np.expm1(logvar) - logvar).sum(axis=1)
 
 
-def kl_bwd(dkl, mu, logvar):
+def kl_bwd(dkl, mu, logvar, *, ws=None):
     """dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2."""
     dkl = dkl[:, None]
     return dkl * mu, dkl * 0.5 * np.expm1(logvar)
 
 
 # ---------------------------------------------------------------- likelihoods
-def bernoulli_ll_fwd(x, out):
+def bernoulli_ll_fwd(x, out, *, ws=None):
     """log p(x|z_k) = sum_i x_i out_i - softplus(out_i), logits out (K, B, D) -> (K, B)."""
     return (x * out - softplus(out)).sum(axis=-1)
 
 
-def bernoulli_ll_bwd(dll, x, out):
+def bernoulli_ll_bwd(dll, x, out, *, ws=None):
     """dout = dll * (x - sigmoid(out))  (d softplus / d out = sigmoid(out))."""
     return dll[..., None] * (x - sigmoid(out))
 
 
-def gaussian_ll_fwd(x, out, logvar):
+def gaussian_ll_fwd(x, out, logvar, *, ws=None):
     """log p(x|z_k) = -1/2 sum_i [(x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi)]."""
     r = x - out
     return -0.5 * (r * r * np.exp(-logvar) + logvar + LOG_2PI).sum(axis=-1)
 
 
-def gaussian_ll_bwd(dll, x, out, logvar):
+def gaussian_ll_bwd(dll, x, out, logvar, *, ws=None):
     """dout = dll * (x - out) exp(-logvar);
     dlogvar_i = sum_{k,b} dll * ((x - out)^2 exp(-logvar_i) - 1) / 2."""
     r = x - out
@@ -150,20 +153,46 @@ def _shifted_exp(a):
     return np.exp(a - m_safe), m_safe
 
 
-def logsumexp(a):
+def logsumexp(a, *, ws=None):
     """log sum_k exp(a_k) over axis 0, (K, B) -> (B,), shifted by the max; all -inf gives -inf."""
     e, m = _shifted_exp(a)
     with np.errstate(divide="ignore"):   # log(0) = -inf is the right answer for an all -inf column
         return m + np.log(e.sum(axis=0))
 
 
-def softmax(a):
+def softmax(a, *, ws=None):
     """w_k = exp(a_k - m) / sum_k exp(a_k - m) over axis 0, (K, B) -> (K, B); the gradient of
     logsumexp. Normalising the shifted exponentials (rather than exp(a - logsumexp(a))) keeps the
     weights accurate in float32 when |a| is large (the rounding of logsumexp would scale them)."""
     e, _ = _shifted_exp(a)
     with np.errstate(invalid="ignore"):  # an all -inf column has no gradient: NaN, caught by fit
         return e / e.sum(axis=0)
+
+
+# ---------------------------------------------------------------- glue: sums, checks, copies
+def add(a, b, *, ws=None):
+    """a + b, two arrays of one shape (gradients of a value read by two operations add up)."""
+    return a + b
+
+
+def all_finite(a):
+    """True when no entry of ``a`` is NaN or inf (fit and the optimizers check gradients)."""
+    return bool(np.isfinite(a).all())
+
+
+def to_device(a):
+    """The array as this backend computes on it: for NumPy, ``a`` itself (no copy)."""
+    return a
+
+
+def to_host(a):
+    """The array as a NumPy array on the host: for NumPy, ``a`` itself (no copy)."""
+    return a
+
+
+def copyto(dst, src):
+    """dst[...] = src (same shape and dtype), e.g. saving and restoring parameters."""
+    np.copyto(dst, src)
 
 
 # ---------------------------------------------------------------- optimizer updates (in place)

@@ -21,6 +21,9 @@ from tests.conftest import RTOL
 BACKEND_MODULES = {name: f"scratchvae.kernels.{mod}" for name, mod in
                    (("numpy", "numpy_ref"), ("numba", "numba_cpu"), ("cuda", "cuda"))}
 IN_PLACE = {"sgd_step": 1, "adam_step": 2, "adagrad_step": 1}  # kernel -> number of state arrays
+# kernels that move, copy or check arrays rather than compute them (tested on their own)
+GLUE = ("all_finite", "to_device", "to_host", "copyto")
+ARRAY_KERNELS = tuple(n for n in KERNEL_NAMES if n not in GLUE)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -37,6 +40,8 @@ def make_args(name, rng, dtype, dims, act=RELU, scale=1.0):
     def normal(*shape, s=1.0):
         return (rng.standard_normal(shape) * s).astype(dt)
 
+    if name == "add":
+        return normal(B, F), normal(B, F)
     if name == "matmul":
         return normal(B, N), normal(N, F)
     if name == "matmul_at":
@@ -106,6 +111,8 @@ def _term_scales(name, args, expected):
     """Per output, the magnitude of the terms summed to make it (same shape as the output)."""
     a64 = [np.asarray(x, dtype=np.float64) if isinstance(x, np.ndarray) else x for x in args]
     e64 = [np.asarray(e, dtype=np.float64) for e in expected]
+    if name == "add":
+        return [np.abs(a64[0]) + np.abs(a64[1])]
     if name == "matmul":
         return [np.abs(a64[0]) @ np.abs(a64[1])]
     if name == "matmul_at":
@@ -222,7 +229,7 @@ def test_numba_backend_matches_reference_on_one_fixed_case(dtype):
     """A quick cross-backend check (the property tests live in test_numba_cpu.py)."""
     from scratchvae.kernels import numba_cpu
     rng = np.random.default_rng(0)
-    for name in KERNEL_NAMES:
+    for name in ARRAY_KERNELS:
         for act in (sorted(ACTIVATION_CODES.values()) if name.startswith("bias_act") else [IDENTITY]):
             args = make_args(name, rng, dtype, (2, 3, 4, 5, 6), act=act)
             expected = run_kernel(getattr(numpy_ref, name), name, args)
@@ -273,6 +280,8 @@ def _cuda_kernel_signatures(dt):
         "_sgd_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt})",
         "_adam_kernel": f"void({a1}, {a1}, {a1}, {a1}, {', '.join([dt] * 8)})",
         "_adagrad_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt})",
+        "_add_kernel": f"void({a1}, {a1}, {a1})",
+        "_all_finite_kernel": f"void({a1}, int32[::1])",
     }
 
 

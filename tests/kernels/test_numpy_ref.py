@@ -8,12 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchvae.kernels import KERNEL_NAMES
 from scratchvae.kernels import numpy_ref as ref
 from scratchvae.kernels._activation_codes import (ACTIVATION_CODES, ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID,
                                                   SOFTPLUS, TANH)
 from tests.conftest import FD_RTOL, FD_STEP
-from tests.kernels.test_conformance import assert_matches_reference, make_args, run_kernel
+from tests.kernels.test_conformance import ARRAY_KERNELS, assert_matches_reference, make_args, run_kernel
 
 SEEDS = st.integers(0, 2**32 - 1)
 F64 = np.dtype(np.float64)
@@ -280,7 +279,7 @@ def test_matmul_gradients_are_the_transposed_products(dims, seed):
 
 
 # ---------------------------------------------------------------- dtype preservation
-@pytest.mark.parametrize("name", KERNEL_NAMES)
+@pytest.mark.parametrize("name", ARRAY_KERNELS)
 def test_every_reference_kernel_keeps_float32(name):
     rng = np.random.default_rng(4)
     for _, act in (sorted(ACTIVATION_CODES.items()) if name.startswith("bias_act") else [(None, 0)]):
@@ -289,7 +288,7 @@ def test_every_reference_kernel_keeps_float32(name):
             assert out.dtype == np.float32, f"{name} (act {act}) returned {out.dtype}"
 
 
-@pytest.mark.parametrize("name", KERNEL_NAMES)
+@pytest.mark.parametrize("name", ARRAY_KERNELS)
 def test_float32_reference_agrees_with_float64_reference(name):
     """Float32 is checked against float64 (finite differences cannot check float32:
     its best step still leaves ~1e-3 error)."""
@@ -299,3 +298,18 @@ def test_float32_reference_agrees_with_float64_reference(name):
         out32 = run_kernel(getattr(ref, name), name, args32)
         out64 = tuple(o.astype(np.float32) for o in run_kernel(getattr(ref, name), name, args64))
         assert_matches_reference(name, args64, out32, out64, np.float32)
+
+
+# ---------------------------------------------------------------- glue kernels
+def test_glue_kernels_add_check_and_copy():
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    np.testing.assert_array_equal(ref.add(a, b), a + 1.0)
+    assert ref.to_device(a) is a and ref.to_host(a) is a
+    dst = np.zeros_like(a)
+    assert ref.copyto(dst, a) is None
+    np.testing.assert_array_equal(dst, a)
+    assert ref.all_finite(a) is True
+    for bad in (np.nan, np.inf, -np.inf):
+        c = a.astype(np.float32)
+        c[1, 2] = bad
+        assert ref.all_finite(c) is False
