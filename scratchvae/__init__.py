@@ -1,7 +1,7 @@
 """scratchvae: the Variational Autoencoder of Kingma & Welling (2014) from scratch in NumPy,
 with every gradient of the reparameterized ELBO derived and written by hand.
 
-Public names: VAE, CVAE, HVAE, gradcheck, check_gradients, SGD, Adam, Adagrad, fit, and the
+Public names: VAE, CVAE, HVAE, gradcheck, check_gradients, SGD, Adam, Adagrad, fit, Workspace, and the
 submodules data, evaluate, viz (imported on first use, so `import scratchvae` stays light).
 """
 import importlib
@@ -18,6 +18,7 @@ from .gradcheck import check_gradients, gradcheck  # noqa: E402
 from .model import VAE  # noqa: E402
 from .optim import SGD, Adagrad, Adam  # noqa: E402
 from .train import DivergenceError, fit  # noqa: E402
+from .workspace import Workspace  # noqa: E402
 
 _SUBMODULES = ("data", "evaluate", "viz", "schedules", "io", "kernels")
 _LAZY = {"CVAE": "cvae", "HVAE": "hvae"}
@@ -32,4 +33,4 @@ def __getattr__(name):
 
 
 __all__ = ["VAE", "CVAE", "HVAE", "gradcheck", "check_gradients", "SGD", "Adam", "Adagrad", "fit",
-           "DivergenceError", "data", "evaluate", "viz", "schedules", "__version__"]
+           "DivergenceError", "Workspace", "data", "evaluate", "viz", "schedules", "__version__"]

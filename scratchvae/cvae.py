@@ -103,14 +103,16 @@ class CVAE(VAE):
 
     # ------------------------------------------------------------------ public API (y after x)
     def loss_and_grads(self, x, y=None, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",
-                       free_bits=0.0):
+                       free_bits=0.0, workspace=None):
         """Batch loss (nats, mean over the batch) and its gradients, a new dict keyed as params.
 
         Shapes: x (B, D), y (B,) int, eps (n_samples, B, latent_dim) or None.
         Equation: the module docstring's loss, objective "elbo" (beta, free bits) or "iwae".
+        ``workspace`` as in ``VAE.loss_and_grads``.
         """
         return super().loss_and_grads(x, n_samples=n_samples, beta=beta, eps=eps, rng=rng,
-                                      objective=objective, free_bits=free_bits, y=y)
+                                      objective=objective, free_bits=free_bits, y=y,
+                                      workspace=workspace)
 
     def loss(self, x, y=None, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",
              free_bits=0.0):

@@ -38,6 +38,7 @@ from .kernels import ACTIVATION_CODES, get_kernels
 from .layers import dense_backward, dense_forward, mlp_backward, mlp_forward
 from .losses import (free_bits_kl_backward, free_bits_kl_forward, neg_elbo_backward,
                      neg_elbo_forward, neg_iwae_backward, neg_iwae_forward)
+from .workspace import Workspace
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
@@ -400,18 +401,25 @@ class VAE:
 
     # ------------------------------------------------------------------ public API
     def loss_and_grads(self, x, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",
-                       free_bits=0.0, y=None):
+                       free_bits=0.0, y=None, workspace=None):
         """Batch loss (nats, mean over the batch) and its gradients, a new dict keyed as params.
 
         Shapes: x (B, D); eps (n_samples, B, latent_dim) or None (then drawn from ``rng``, or the
         model's seeded stream). ``objective`` "elbo" (beta-weighted, with optional free bits per
         latent dimension) or "iwae" (minimises -L_K; beta and free_bits unused).
         Passing ``eps`` makes the call deterministic to the last bit on one backend.
+        ``workspace``: a ``scratchvae.workspace.Workspace`` to take the work arrays from (for a
+        training loop of your own: no allocation after the first call of a shape); the gradient
+        arrays returned then belong to it and are overwritten by the next call that uses it.
         """
         x, y, n_samples, beta, objective, free_bits = self._check_call(
             x, y, n_samples, beta, objective, free_bits)
+        if workspace is not None and not isinstance(workspace, Workspace):
+            raise TypeError(f"workspace must be a scratchvae.workspace.Workspace or None; got "
+                            f"{type(workspace).__name__}")
         eps = self._noise(eps, n_samples, x.shape[0], rng)
-        result, grads, _ = self._loss_and_grads(x, y, eps, beta, objective, free_bits)
+        result, grads, _ = self._loss_and_grads(x, y, eps, beta, objective, free_bits,
+                                                ws=workspace)
         return result.loss, grads
 
     def loss(self, x, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",

@@ -140,3 +140,26 @@ def test_outputs_of_a_step_are_overwritten_by_the_next_step_on_the_same_workspac
     _, g2, _ = model._loss_and_grads(x, None, 2 * eps, 1.0, "elbo", ws=ws)
     assert g1["enc.W0"] is g2["enc.W0"]
     assert not np.array_equal(g1["enc.W0"], kept["enc.W0"])
+
+
+@pytest.mark.parametrize("model_type", ["vae", "cvae"])
+def test_the_public_loss_and_grads_takes_a_workspace(model_type):
+    """Same loss and gradients as without one; its buffers are reused by the next call."""
+    if model_type == "cvae":
+        model = sv.CVAE(12, 3, (8,), 3, backend="numba")
+        kw = {"y": np.array([0, 2, 1, 1])}
+    else:
+        model = sv.VAE(12, (8,), 3, backend="numba")
+        kw = {}
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 12))
+    eps = model.draw_eps(2, 4, rng)
+    loss, grads = model.loss_and_grads(x, n_samples=2, eps=eps, **kw)
+    ws = sv.Workspace()
+    loss_ws, grads_ws = model.loss_and_grads(x, n_samples=2, eps=eps, workspace=ws, **kw)
+    assert loss_ws == loss
+    assert all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
+    _, again = model.loss_and_grads(x, n_samples=2, eps=eps, workspace=ws, **kw)
+    assert again["dec.W_out"] is grads_ws["dec.W_out"]
+    with pytest.raises(TypeError, match="workspace"):
+        model.loss_and_grads(x, n_samples=2, eps=eps, workspace={}, **kw)
