@@ -33,6 +33,8 @@ import numpy as np
 from ..workspace import empty
 from ._activation_codes import ELU, ELU_ALPHA, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 from ._jit import REDUCE, STRICT, cached_njit
+# to_device / to_host (the identity on the CPU) and copyto (np.copyto): the reference's own
+from .numpy_ref import copyto, to_device, to_host  # noqa: F401
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 _c = np.ascontiguousarray  # returns its argument itself (no copy) when that is C-contiguous
@@ -587,21 +589,6 @@ def _all_finite(a):
 def all_finite(a):
     """True when no entry of ``a`` is NaN or inf (fit and the optimizers check gradients)."""
     return bool(_all_finite(_c(a).reshape(-1)))
-
-
-def to_device(a):
-    """The array as this backend computes on it: on the CPU, ``a`` itself (no copy)."""
-    return a
-
-
-def to_host(a):
-    """The array as a NumPy array on the host: on the CPU, ``a`` itself (no copy)."""
-    return a
-
-
-def copyto(dst, src):
-    """dst[...] = src (same shape and dtype), e.g. saving and restoring parameters."""
-    np.copyto(dst, src)
 
 
 # ---------------------------------------------------------------- optimizer updates (in place)
