@@ -166,7 +166,7 @@ WORKSPACE = True  # --workspace on|off
 def make_step(backend: str, arch: tuple, B: int, dtype, seed: int = 0):
     """A closure running one training step of a fresh model; returns (step, model, opt)."""
     import scratchvae as sv
-    from scratchvae.workspace import Workspace
+    from scratchvae.kernels.workspace import Workspace
     D, hidden, d = arch
     model = sv.VAE(D, hidden, d, activation="relu", likelihood="bernoulli", dtype=dtype,
                    seed=seed, backend=backend)

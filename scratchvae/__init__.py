@@ -18,7 +18,7 @@ from .gradcheck import check_gradients, gradcheck  # noqa: E402
 from .model import VAE  # noqa: E402
 from .optim import SGD, Adagrad, Adam  # noqa: E402
 from .train import DivergenceError, fit  # noqa: E402
-from .workspace import Workspace  # noqa: E402
+from .kernels.workspace import Workspace  # noqa: E402
 
 _SUBMODULES = ("data", "evaluate", "viz", "schedules", "io", "kernels")
 _LAZY = {"CVAE": "cvae", "HVAE": "hvae"}

@@ -10,7 +10,7 @@ Symbols (DESIGN.md section 1): K samples, B batch, D data dimension, d latent di
     kl           (B,)        KL(q(z|x) || N(0, I))
 
 Derivations: docs/derivations.md, one heading per function pair. The functions that call kernels
-take ``ws`` (a ``scratchvae.workspace.Workspace`` or None) and pass it on.
+take ``ws`` (a ``scratchvae.kernels.workspace.Workspace`` or None) and pass it on.
 """
 from typing import NamedTuple
 

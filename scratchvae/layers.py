@@ -6,7 +6,7 @@ samples are flattened to rows because matmul is 2-D).
 
 Forwards return ``(out, cache)``; backwards take ``(d_out, cache)`` and return the gradients in
 the order of the forward's inputs (STYLE.md 3.2). ``k`` is the backend's ``Kernels``; ``ws`` an
-optional ``scratchvae.workspace.Workspace`` the kernels take their outputs from (None: fresh).
+optional ``scratchvae.kernels.workspace.Workspace`` the kernels take their outputs from (None: fresh).
 Derivation: docs/derivations.md, "Dense layer" and "MLP".
 """
 from typing import NamedTuple

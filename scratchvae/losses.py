@@ -8,7 +8,7 @@ in nats, to be minimised.
 import numpy as np
 
 from .distributions import logsumexp_backward, logsumexp_forward
-from .workspace import empty
+from .kernels.workspace import empty
 
 
 def neg_elbo_forward(ll, kl, beta: float):

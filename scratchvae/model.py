@@ -35,10 +35,10 @@ from .distributions import (bernoulli_loglik_backward, bernoulli_loglik_forward,
                             log_standard_normal_backward, log_standard_normal_forward,
                             reparameterize_backward, reparameterize_forward)
 from .kernels import ACTIVATION_CODES, get_kernels
+from .kernels.workspace import Workspace
 from .layers import dense_backward, dense_forward, mlp_backward, mlp_forward
 from .losses import (free_bits_kl_backward, free_bits_kl_forward, neg_elbo_backward,
                      neg_elbo_forward, neg_iwae_backward, neg_iwae_forward)
-from .workspace import Workspace
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
@@ -221,7 +221,9 @@ class VAE:
 
     @backend.setter
     def backend(self, name):
-        self._k = get_kernels(name)   # validates the name (and CUDA availability)
+        # validates the name (and CUDA availability); the raw kernels, since the model
+        # validates its own inputs
+        self._k = get_kernels(name, validate=False)
         self._backend = name
 
     def astype(self, dtype):
@@ -408,14 +410,14 @@ class VAE:
         model's seeded stream). ``objective`` "elbo" (beta-weighted, with optional free bits per
         latent dimension) or "iwae" (minimises -L_K; beta and free_bits unused).
         Passing ``eps`` makes the call deterministic to the last bit on one backend.
-        ``workspace``: a ``scratchvae.workspace.Workspace`` to take the work arrays from (for a
+        ``workspace``: a ``scratchvae.kernels.workspace.Workspace`` to take the work arrays from (for a
         training loop of your own: no allocation after the first call of a shape); the gradient
         arrays returned then belong to it and are overwritten by the next call that uses it.
         """
         x, y, n_samples, beta, objective, free_bits = self._check_call(
             x, y, n_samples, beta, objective, free_bits)
         if workspace is not None and not isinstance(workspace, Workspace):
-            raise TypeError(f"workspace must be a scratchvae.workspace.Workspace or None; got "
+            raise TypeError(f"workspace must be a scratchvae.kernels.workspace.Workspace or None; got "
                             f"{type(workspace).__name__}")
         eps = self._noise(eps, n_samples, x.shape[0], rng)
         result, grads, _ = self._loss_and_grads(x, y, eps, beta, objective, free_bits,

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._checks import FLOAT_DTYPES, check_array, check_float, check_int
 from .kernels import get_kernels
+from .kernels._validate import is_device_array
 
 
 def _check_lr(lr) -> float:
@@ -37,13 +38,6 @@ def _check_unit(name: str, v) -> float:
 
 def _check_eps(eps) -> float:
     return check_float("eps", eps, min_value=0.0, min_inclusive=False)
-
-
-def is_device_array(a) -> bool:
-    """True for a GPU array (numba.cuda's device arrays, real or simulated): it exposes the CUDA
-    array interface (or, in numba's simulator, the fake array's equivalent)."""
-    return not isinstance(a, np.ndarray) and (hasattr(a, "__cuda_array_interface__")
-                                              or type(a).__name__ == "FakeCUDAArray")
 
 
 def _check_device_array(name: str, a, shape, dtype) -> None:
@@ -105,7 +99,8 @@ class Optimizer:
     # ------------------------------------------------------------------ public API
     def set_backend(self, name: str) -> None:
         """Use the kernels of backend ``name`` ("numpy", "numba" or "cuda") from now on."""
-        k = get_kernels(name)  # raises ValueError/TypeError naming `backend`
+        # raises ValueError/TypeError naming `backend`; raw kernels: step() validates everything
+        k = get_kernels(name, validate=False)
         if getattr(self, "_k", None) is not None and self._k is not k:
             # state the old backend kept on a device comes back to the host
             self._state = {slot: {key: self._k.to_host(a) for key, a in st.items()}

@@ -17,7 +17,7 @@ from ._checks import check_float, check_int
 from .data import bernoulli_sample
 from .evaluate import active_units, elbo_terms
 from .optim import Adam
-from .workspace import Workspace
+from .kernels.workspace import Workspace
 
 
 class DivergenceError(RuntimeError):

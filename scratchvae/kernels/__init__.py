@@ -6,12 +6,14 @@ object handed to them, so they never branch on the backend (DESIGN.md section 4)
 Symbols (DESIGN.md section 1): ``K`` samples, ``B`` batch, ``D`` data dimension, ``d``
 latent dimension, ``F`` a layer's width.
 
-Every kernel takes C-contiguous arrays of one float dtype (float32 or float64) and returns
-arrays of that dtype.  Kernels do no validation: the Python layer above them validates
-(``scratchvae._checks``), so a kernel never raises on bad input and never sees it.
+Every kernel takes arrays of one float dtype (float32 or float64) and returns arrays of that
+dtype.  The backend modules' functions do no validation: the layer above them validates (the
+model and optimizers through ``scratchvae._checks``; a direct caller through ``get_kernels``,
+whose kernels check their arguments against this table first), so a kernel never raises on
+bad input and never sees it.
 
 Every kernel that returns arrays also takes a keyword ``ws=None``: with a
-``scratchvae.workspace.Workspace`` its outputs and temporaries are that workspace's reused
+``scratchvae.kernels.workspace.Workspace`` its outputs and temporaries are that workspace's reused
 buffers (no allocation after the first step of a shape), without one they are fresh arrays. The
 NumPy reference accepts ``ws`` and allocates anyway (it is written for reading).
 
@@ -55,6 +57,7 @@ import importlib
 from typing import Callable, NamedTuple
 
 from ._activation_codes import ACTIVATION_CODES
+from ._validate import validated
 
 
 class Kernels(NamedTuple):
@@ -96,21 +99,34 @@ _REGISTRY = {
     "cuda": "scratchvae.kernels.cuda",
 }
 BACKENDS = tuple(_REGISTRY)
-_CACHE: dict[str, Kernels] = {}
+_RAW: dict[str, Kernels] = {}
+_CACHE: dict[tuple, Kernels] = {}
 
 
-def get_kernels(backend: str) -> Kernels:
-    """Return the ``Kernels`` of ``backend`` ("numpy", "numba" or "cuda")."""
+def get_kernels(backend: str, validate: bool = True) -> Kernels:
+    """Return the ``Kernels`` of ``backend`` ("numpy", "numba" or "cuda").
+
+    With ``validate`` (the default, for calling kernels yourself) every kernel first checks its
+    arguments against the table above (shapes, one float dtype; ``kernels/_validate.py``) and
+    raises ValueError/TypeError naming the kernel and the argument, rather than letting an njit
+    loop read out of bounds. ``validate=False`` gives the backend's functions themselves: the
+    model and the optimizers, which validate their own inputs once, use those.
+    """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, one of {BACKENDS}; got {type(backend).__name__}")
     if backend not in _REGISTRY:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    if backend not in _CACHE:
-        module = importlib.import_module(_REGISTRY[backend])
-        if hasattr(module, "check_available"):
-            module.check_available()  # e.g. cuda without a GPU raises ValueError here
-        _CACHE[backend] = Kernels(name=backend, **{f: getattr(module, f) for f in KERNEL_NAMES})
-    return _CACHE[backend]
+    key = (backend, bool(validate))
+    if key not in _CACHE:
+        if backend not in _RAW:
+            module = importlib.import_module(_REGISTRY[backend])
+            if hasattr(module, "check_available"):
+                module.check_available()  # e.g. cuda without a GPU raises ValueError here
+            _RAW[backend] = Kernels(name=backend, **{f: getattr(module, f) for f in KERNEL_NAMES})
+        raw = _RAW[backend]
+        _CACHE[key] = (raw._replace(**{f: validated(f, getattr(raw, f)) for f in KERNEL_NAMES})
+                       if validate else raw)
+    return _CACHE[key]
 
 
 __all__ = ["Kernels", "KERNEL_NAMES", "BACKENDS", "ACTIVATION_CODES", "get_kernels"]

@@ -17,7 +17,7 @@ code may ``.reshape(...)`` them (a view, no copy); all arithmetic on them happen
 (a real device array has no operators). ``to_device``, ``to_host`` and ``copyto`` move arrays
 between the two places; ``all_finite`` checks an array on the device and returns a Python bool.
 
-With a ``scratchvae.workspace.Workspace`` (``ws=``), every device buffer a call needs (host
+With a ``scratchvae.kernels.workspace.Workspace`` (``ws=``), every device buffer a call needs (host
 inputs uploaded, outputs, temporaries) comes from ``ws.empty(shape, dtype,
 new=cuda.device_array)`` and every host output from ``ws.empty(shape, dtype)``, in a fixed order,
 so a step repeated after ``ws.rewind()`` allocates no memory on either side. Without one, every
@@ -54,7 +54,7 @@ import numba
 import numpy as np
 from numba import config, cuda
 
-from .. import workspace
+from . import workspace
 from . import _jit
 from ._activation_codes import ELU, ELU_ALPHA, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 

@@ -9,7 +9,7 @@ tiny ones, where plain njit loops were measured faster (benchmarks/bench_kernels
 crossover; see ``SMALL_GEMM_MACS``).
 
 Memory: every output and every temporary comes from ``empty(ws, shape, dtype)``
-(``scratchvae.workspace``): a fresh array when ``ws`` is None, the workspace's reused buffer
+(``scratchvae.kernels.workspace``): a fresh array when ``ws`` is None, the workspace's reused buffer
 otherwise. The ``@njit`` kernels never allocate: the wrapper hands them their output arrays (an
 accumulator is zeroed inside the kernel's loop), and NumPy writes through ``out=`` (ufuncs,
 ``np.matmul``, ``np.sum``). So, given a workspace, a second call of the same shapes allocates
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workspace import empty
+from .workspace import empty
 from ._activation_codes import ELU, ELU_ALPHA, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 from ._jit import REDUCE, STRICT, cached_njit
 # to_device / to_host (the identity on the CPU) and copyto (np.copyto): the reference's own

@@ -1,7 +1,7 @@
 """Reference kernels in plain NumPy: written for reading, and the truth the tests compare against.
 
 Signatures and shapes are the table in ``scratchvae/kernels/__init__.py``. Every function that
-returns arrays takes ``ws=None`` (a ``scratchvae.workspace.Workspace``) for the signature the
+returns arrays takes ``ws=None`` (a ``scratchvae.kernels.workspace.Workspace``) for the signature the
 backends share, and ignores it: the reference allocates fresh arrays, because it is written to be
 read (the numba and cuda kernels take their outputs and temporaries from ``ws``). Every function
 keeps the dtype of its array arguments (Python float scalars do not promote under NumPy 2's rules;

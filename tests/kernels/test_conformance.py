@@ -206,11 +206,82 @@ def test_kernels_fields_are_the_kernel_names_plus_name():
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_get_kernels_returns_the_backend_module_functions(backend):
-    k = get_kernels(backend)
+    """validate=False: the module's functions themselves; by default: wrappers with the same
+    signature that call them."""
+    raw, checked = get_kernels(backend, validate=False), get_kernels(backend)
     module = importlib.import_module(BACKEND_MODULES[backend])
-    assert k.name == backend
+    assert raw.name == checked.name == backend
     for name in KERNEL_NAMES:
-        assert getattr(k, name) is getattr(module, name), name
+        assert getattr(raw, name) is getattr(module, name), name
+        assert getattr(checked, name).__wrapped__ is getattr(module, name), name
+        assert inspect.signature(getattr(checked, name)) == inspect.signature(getattr(module, name))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_validated_kernels_give_the_backend_results(backend):
+    rng = np.random.default_rng(3)
+    raw, checked = get_kernels(backend, validate=False), get_kernels(backend)
+    for name in ARRAY_KERNELS:
+        args = make_args(name, rng, np.float64, (2, 3, 4, 5, 6))
+        for a, b in zip(run_kernel(getattr(raw, name), name, args),
+                        run_kernel(getattr(checked, name), name, args)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# every kernel with a mismatched shape: (kernel, index of the argument to break, its name);
+# the argument's last axis is made one longer (first axis for "b" of matmul / matmul_at)
+MISMATCHES = [("matmul", 1, "b"), ("matmul_at", 1, "b"), ("matmul_bt", 1, "b"),
+              ("bias_act_fwd", 1, "b"), ("bias_act_bwd", 2, "y"), ("reparam_fwd", 2, "eps"),
+              ("reparam_bwd", 2, "std"), ("kl_fwd", 1, "logvar"), ("kl_bwd", 0, "dkl"),
+              ("bernoulli_ll_fwd", 1, "out"), ("bernoulli_ll_bwd", 0, "dll"),
+              ("gaussian_ll_fwd", 2, "logvar"), ("gaussian_ll_bwd", 3, "logvar"),
+              ("add", 1, "b"), ("sgd_step", 2, "velocity"), ("adam_step", 3, "v"),
+              ("adagrad_step", 1, "g")]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name, index, arg", MISMATCHES)
+def test_a_kernel_called_with_a_mismatched_shape_names_the_argument(backend, name, index, arg):
+    """One axis of one argument one too long: a ValueError naming the kernel and the argument,
+    before any njit loop could read past the end of an array; nothing is written."""
+    args = list(make_args(name, np.random.default_rng(0), np.float64, (2, 3, 4, 5, 6)))
+    shape = list(args[index].shape)
+    shape[0 if name in ("matmul", "matmul_at") else -1] += 1
+    args[index] = np.zeros(shape)
+    before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    with pytest.raises(ValueError, match=rf"^{name}: (.*\b)?{arg}\b"):
+        getattr(get_kernels(backend), name)(*args)
+    for a, b in zip(args, before):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_validated_kernels_refuse_mixed_dtypes_wrong_types_and_bad_scalars(backend):
+    k = get_kernels(backend)
+    a = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"^matmul: b has dtype float32 but a has float64"):
+        k.matmul(a, np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"^matmul: a must have dtype float32 or float64"):
+        k.matmul(np.ones((2, 3), np.int64), np.ones((3, 2), np.int64))
+    with pytest.raises(TypeError, match=r"^matmul: b must be a numpy.ndarray"):
+        k.matmul(a, [[1.0], [2.0], [3.0]])
+    with pytest.raises(ValueError, match=r"^matmul: a must be 2-dimensional"):
+        k.matmul(np.ones(3), np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"^bias_act_fwd: act must be an activation code"):
+        k.bias_act_fwd(a, np.ones(3), 99)
+    with pytest.raises(ValueError, match=r"^adam_step: t must be the step count"):
+        k.adam_step(a, a.copy(), a.copy(), a.copy(), 0.1, 0.9, 0.999, 1e-8, 0)
+    with pytest.raises(ValueError, match=r"^sgd_step: lr must be a finite number"):
+        k.sgd_step(a, a.copy(), a.copy(), float("nan"), 0.0)
+    frozen = np.ones((2, 3))
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"^adagrad_step: p is updated in place"):
+        k.adagrad_step(frozen, a, a.copy(), 0.1, 1e-8)
+    with pytest.raises(TypeError, match=r"^matmul: ws must be a Workspace"):
+        k.matmul(a, np.ones((3, 2)), ws={})
+    with pytest.raises(TypeError, match=r"^matmul"):
+        k.matmul(a)
 
 
 @pytest.mark.parametrize("bad", ["bogus", "NUMPY", "", "cpu"])

@@ -24,7 +24,7 @@ from numba import config
 
 from scratchvae.kernels import KERNEL_NAMES, _jit, get_kernels, numpy_ref
 from scratchvae.kernels._activation_codes import ACTIVATION_CODES
-from scratchvae.workspace import Workspace
+from scratchvae.kernels.workspace import Workspace
 from tests.kernels.test_conformance import GLUE, IN_PLACE, assert_matches_reference, make_args, run_kernel
 
 pytestmark = pytest.mark.cudasim
@@ -69,10 +69,21 @@ def _check(name, dtype, dims, seed, act=0, scale=1.0):
 
 
 def test_get_kernels_cuda_works_under_the_simulator():
-    k = get_kernels("cuda")
-    assert k.name == "cuda"
+    k, checked = get_kernels("cuda", validate=False), get_kernels("cuda")
+    assert k.name == checked.name == "cuda"
     for name in KERNEL_NAMES:
         assert getattr(k, name) is getattr(cuda_kernels, name), name
+        assert getattr(checked, name).__wrapped__ is getattr(cuda_kernels, name), name
+
+
+def test_validated_cuda_kernels_accept_device_arrays_and_check_their_shapes():
+    k = get_kernels("cuda")
+    a, b = cuda.to_device(np.ones((2, 3))), cuda.to_device(np.ones((3, 4)))
+    np.testing.assert_array_equal(k.to_host(k.matmul(a, b)), np.full((2, 4), 3.0))
+    with pytest.raises(ValueError, match=r"^matmul: b has N = 2"):
+        k.matmul(a, cuda.to_device(np.ones((2, 4))))
+    with pytest.raises(ValueError, match=r"^add: b has dtype float32 but a has float64"):
+        k.add(a, cuda.to_device(np.ones((2, 3), np.float32)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -15,7 +15,7 @@ from numba.core.runtime import rtsys
 
 from scratchvae.kernels import KERNEL_NAMES, _jit, numba_cpu, numpy_ref
 from scratchvae.kernels._activation_codes import ACTIVATION_CODES
-from scratchvae.workspace import Workspace
+from scratchvae.kernels.workspace import Workspace
 from tests.kernels.test_conformance import assert_matches_reference, make_args, run_kernel
 
 DTYPES = [np.dtype(np.float32), np.dtype(np.float64)]

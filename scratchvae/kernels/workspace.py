@@ -8,7 +8,8 @@ the buffer that the same call returned last step, allocating only when a (positi
 dtype) is new. The last minibatch of an epoch is usually smaller; its buffers are kept beside
 the full-size ones, so an epoch's two shapes alternate without reallocating.
 
-Every kernel takes ``ws=None`` (``scratchvae/kernels/__init__.py``): with ``None`` its outputs
+It lives with the kernels, which import nothing else from scratchvae (STYLE.md 3.1). Every
+kernel takes ``ws=None`` (``scratchvae/kernels/__init__.py``): with ``None`` its outputs
 and temporaries are fresh arrays (what a reader calling a kernel expects); with a Workspace they
 are the workspace's buffers. The price of reuse is aliasing: whatever a step returned (loss
 terms, gradients, caches) is overwritten by the next step that rewinds the same workspace. So

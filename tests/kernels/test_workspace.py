@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 import scratchvae as sv
 from scratchvae.activations import ACTIVATIONS
-from scratchvae.workspace import Workspace, empty
+from scratchvae.kernels.workspace import Workspace, empty
 
 
 # ---------------------------------------------------------------- the Workspace itself
