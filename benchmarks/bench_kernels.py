@@ -154,7 +154,7 @@ def time_compile(dtypes):
         for gemm in ("_gemm_nn", "_gemm_tn", "_gemm_nt"):
             x = np.ones((3, 3), dt)
             t0 = time.perf_counter()
-            getattr(numba_cpu, gemm)(x, x)
+            getattr(numba_cpu, gemm)(x, x, np.empty((3, 3), dt))
             rows.setdefault(gemm, []).append((time.perf_counter() - t0) * 1e3)
     total = np.zeros(len(dtypes))
     for label, ms in rows.items():
