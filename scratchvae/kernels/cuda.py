@@ -625,13 +625,25 @@ def _all_finite_kernel(a, flag):
             flag[0] = 0
 
 
+_ONE = np.ones(1, dtype=np.int32)
+
+
+@functools.cache
+def _finite_flag():
+    """The one-element device flag of ``all_finite`` and its host copy, made once, so that the
+    checks of every training step allocate nothing."""
+    return cuda.device_array(1, dtype=np.int32), np.empty(1, dtype=np.int32)
+
+
 def all_finite(a):
     """True when no entry of ``a`` is NaN or inf, checked on the device: only a one-element
     flag comes back to the host (a host ``a`` is uploaded first)."""
     (d_a,) = _dev(None, a)
-    flag = cuda.to_device(np.ones(1, dtype=np.int32))
+    flag, flag_host = _finite_flag()
+    flag.copy_to_device(_ONE)
     _launch_1d(_all_finite_kernel, d_a.size, d_a.reshape(-1), flag)
-    return bool(flag.copy_to_host()[0])
+    flag.copy_to_host(ary=flag_host)
+    return bool(flag_host[0])
 
 
 def to_device(a):

@@ -336,6 +336,22 @@ def test_all_finite_copies_only_a_one_element_flag_to_the_host(monkeypatch):
     assert copies == [1]
 
 
+def test_all_finite_reuses_its_flag_and_allocates_nothing_on_the_device(monkeypatch):
+    """fit calls it ~20 times a step: after the first call no device memory is allocated, and a
+    NaN found by one call does not stick to the next (the flag is reset each time)."""
+    bad = np.ones((2, 5))
+    bad[1, 3] = np.nan
+    a, b = cuda.to_device(np.ones((2, 5))), cuda.to_device(bad)
+    cuda_kernels.all_finite(a)                           # creates the flag
+    made = []
+    real = cuda.device_array
+    monkeypatch.setattr(cuda, "device_array", lambda *args, **kw: made.append(args) or real(*args, **kw))
+    monkeypatch.setattr(cuda, "to_device", lambda *args, **kw: made.append(args))
+    assert cuda_kernels.all_finite(b) is False
+    assert cuda_kernels.all_finite(a) is True
+    assert made == []
+
+
 @pytest.mark.parametrize("src_where", ["host", "device"])
 @pytest.mark.parametrize("dst_where", ["host", "device"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
