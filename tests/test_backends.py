@@ -214,3 +214,22 @@ def test_cuda_fit_with_host_glue_matches_numpy(kind):
     ref, got = train("numpy"), train("cuda")
     for key in ref:
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_numba_training_launches_no_numba_thread_pool():
+    """No kernel is parallel (measured no faster on 2 cores, kernels/_jit.py), so training on
+    the numba backend starts no numba/OpenMP worker threads to compete with BLAS's: numba's
+    threading layer is still unlaunched after a fit (checked in a fresh process)."""
+    import subprocess
+    import sys
+    code = (
+        "import numba, numpy as np, scratchvae as sv\n"
+        "m = sv.VAE(8, (6,), 2, backend='numba')\n"
+        "sv.fit(m, np.random.default_rng(0).random((20, 8)), epochs=2, batch_size=5, progress=False)\n"
+        "try:\n"
+        "    print('launched', numba.threading_layer())\n"
+        "except ValueError:\n"
+        "    print('not launched')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "not launched"
