@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 import scratchvae as sv
 from scratchvae.cvae import CVAE, cvae_analogies
 from scratchvae.data import load_digits
-from scratchvae.kernels import get_kernels
 from scratchvae.model import VAE
 from scratchvae.train import fit
 from tests.conftest import FD_RTOL, RTOL

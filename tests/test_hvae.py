@@ -11,7 +11,6 @@ import scratchvae as sv
 from scratchvae.cvae import CVAE
 from scratchvae.hvae import HVAE, active_units_per_layer
 from scratchvae.data import load_digits
-from scratchvae.kernels import get_kernels
 from scratchvae.model import VAE
 from scratchvae.train import fit
 from tests.conftest import FD_RTOL, RTOL
