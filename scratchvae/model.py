@@ -277,10 +277,13 @@ class VAE:
 
     # ------------------------------------------------------------------ the likelihood p(x|z)
     def _dec_logvar(self, params=None):
-        """log s2 per data dimension, (D,): the learned vector or the fixed constant."""
+        """log s2 per data dimension, (D,): the learned vector or the fixed constant (built once,
+        not on every step)."""
         if self.output_var == "learned":
             return (self.params if params is None else params)["dec.logvar"]
-        return np.full(self.input_dim, math.log(self.output_var), self.dtype)
+        if getattr(self, "_fixed_logvar", None) is None:
+            self._fixed_logvar = np.full(self.input_dim, math.log(self.output_var), self.dtype)
+        return self._fixed_logvar
 
     def _loglik_forward(self, x, out, params=None, ws=None):
         if self.likelihood == "bernoulli":
@@ -350,8 +353,9 @@ class VAE:
         else:
             # log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), with z_k as a function of
             # (mu, logvar) through the reparameterization: the total derivative below sees all paths
-            logpz, pz_cache = log_standard_normal_forward(k.to_host(z))
-            logqz, qz_cache = log_normal_forward(k.to_host(z), k.to_host(mu), k.to_host(logvar))
+            z_host = k.to_host(z)
+            logpz, pz_cache = log_standard_normal_forward(z_host)
+            logqz, qz_cache = log_normal_forward(z_host, k.to_host(mu), k.to_host(logvar))
             logw = ll_h + logpz - logqz
             loss, lk, lse_cache = neg_iwae_forward(logw, k=k)
             per_example = -lk

@@ -55,10 +55,7 @@ SMALL_GEMM_MACS = 1024  # njit GEMM for M * N * P <= this many multiply-adds
 def _gemm_nn(a, b, c):
     """c = a @ b: (M, N) x (N, P) -> (M, P); c[i, :] += a[i, k] * b[k, :]."""
     m_, n_ = a.shape
-    zero = c.dtype.type(0)
-    for i in range(m_):
-        for j in range(b.shape[1]):
-            c[i, j] = zero
+    c[:] = c.dtype.type(0)
     for i in range(m_):
         for k in range(n_):
             aik = a[i, k]
@@ -70,10 +67,7 @@ def _gemm_nn(a, b, c):
 def _gemm_tn(a, b, c):
     """c = a.T @ b: (N, M) x (N, P) -> (M, P); c[i, :] += a[k, i] * b[k, :]."""
     n_, m_ = a.shape
-    zero = c.dtype.type(0)
-    for i in range(m_):
-        for j in range(b.shape[1]):
-            c[i, j] = zero
+    c[:] = c.dtype.type(0)
     for k in range(n_):
         for i in range(m_):
             aki = a[k, i]
@@ -249,8 +243,7 @@ def _bias_act_bwd(dy, h, y, act, dh, db):
     zero, one = t(0), t(1)
     slope, alpha = t(LEAKY_SLOPE), t(ELU_ALPHA)
     n, f = dy.shape
-    for j in range(f):
-        db[j] = zero  # column accumulator: rows added in order, as NumPy's sum
+    db[:] = zero  # column accumulator: rows added in order, as NumPy's sum
     if act == RELU:
         for i in range(n):
             for j in range(f):
@@ -295,8 +288,7 @@ def _mul_colsum(dy, g, dh, db):
     db (F,)."""
     n, f = dy.shape
     zero = dy.dtype.type(0)
-    for j in range(f):
-        db[j] = zero
+    db[:] = zero
     for i in range(n):
         for j in range(f):
             d = dy[i, j] * g[i, j]
@@ -342,10 +334,8 @@ def _reparam_bwd(dz, eps, std, dmu, acc):
     into dmu and acc (B, d), which end up holding dmu and dlogvar."""
     k_, b_, d_ = dz.shape
     half, zero = dz.dtype.type(0.5), dz.dtype.type(0)
-    for i in range(b_):
-        for j in range(d_):
-            dmu[i, j] = zero
-            acc[i, j] = zero
+    dmu[:] = zero
+    acc[:] = zero
     for k in range(k_):
         for i in range(b_):
             for j in range(d_):
@@ -490,8 +480,7 @@ def _gaussian_bwd(dll, x, out, prec, dout, dlogvar):
     k_, b_, d_ = out.shape
     t = out.dtype.type
     half, one, zero = t(0.5), t(1), t(0)
-    for j in range(d_):
-        dlogvar[j] = zero  # column accumulator, (k, b) rows in order
+    dlogvar[:] = zero  # column accumulator, (k, b) rows in order
     for k in range(k_):
         for i in range(b_):
             g = dll[k, i]

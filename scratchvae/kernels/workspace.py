@@ -24,14 +24,13 @@ import numpy as np
 class Workspace:
     """Buffers keyed by (position in the step, shape, dtype, allocator); see the module docstring.
 
-    ``allocations`` counts the buffers created so far (a test reads it to check that a second
-    step of the same shape creates none); ``nbytes`` is the memory they hold.
+    ``allocations`` is the number of buffers held, each allocated once (a test reads it to check
+    that a second step of the same shape creates none); ``nbytes`` is the memory they hold.
     """
 
     def __init__(self):
         self._buffers: dict = {}
         self._position = 0
-        self.allocations = 0
 
     def rewind(self) -> None:
         """Start a new step: the next ``empty`` returns the first buffer again."""
@@ -48,8 +47,11 @@ class Workspace:
         buf = self._buffers.get(key)
         if buf is None:
             buf = self._buffers[key] = new(shape, dtype)
-            self.allocations += 1
         return buf
+
+    @property
+    def allocations(self) -> int:
+        return len(self._buffers)
 
     @property
     def nbytes(self) -> int:
