@@ -5,20 +5,14 @@ Public names: VAE, CVAE, HVAE, gradcheck, check_gradients, SGD, Adam, Adagrad, f
 submodules data, evaluate, viz (imported on first use, so `import scratchvae` stays light).
 """
 import importlib
-import os
-
-# numba's OpenMP workers otherwise spin after a parallel region and stall OpenBLAS's threads on a
-# 2-core machine by a scheduler slice (~7 ms per BLAS call, NOTES.md 3.7). Must be set before
-# numba starts its thread pool; setdefault keeps a user's own choice.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 __version__ = "0.1.0"
 
-from .gradcheck import check_gradients, gradcheck  # noqa: E402
-from .model import VAE  # noqa: E402
-from .optim import SGD, Adagrad, Adam  # noqa: E402
-from .train import DivergenceError, fit  # noqa: E402
-from .kernels.workspace import Workspace  # noqa: E402
+from .gradcheck import check_gradients, gradcheck
+from .model import VAE
+from .optim import SGD, Adagrad, Adam
+from .train import DivergenceError, fit
+from .kernels.workspace import Workspace
 
 _SUBMODULES = ("data", "evaluate", "viz", "schedules", "io", "kernels")
 _LAZY = {"CVAE": "cvae", "HVAE": "hvae"}

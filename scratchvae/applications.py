@@ -44,7 +44,7 @@ def anomaly_scores(model, x, method="elbo", k=None, rng=None, y=None, batch_size
     k = (1 if method == "elbo" else 100) if k is None else check_int("k", k, min_value=1)
     batch_size = check_int("batch_size", batch_size, min_value=1)
     rng = check_rng("rng", rng)
-    x = model._check_x(x)
+    x = model.check_x(x)
     out = []
     for s in range(0, x.shape[0], batch_size):
         xb = x[s:s + batch_size]

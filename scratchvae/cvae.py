@@ -30,7 +30,8 @@ import numbers
 import numpy as np
 
 from ._checks import check_int, check_labels, check_rng
-from .model import VAE, add_gaussian_head_params, add_mlp_params
+from .layers import add_gaussian_head_params, add_mlp_params, append_columns, leading_columns
+from .model import VAE
 
 
 class CVAE(VAE):
@@ -49,7 +50,7 @@ class CVAE(VAE):
 
     def __init__(self, input_dim, n_classes, hidden_dims=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", output_var=1.0, dtype="float64", seed=0,
-                 backend="numpy", decoder_hidden_dims=None):
+                 backend="numba", decoder_hidden_dims=None):
         # set before VAE.__init__, which builds the parameters through _build_params
         self.n_classes = check_int("n_classes", n_classes, min_value=2)
         super().__init__(input_dim, hidden_dims=hidden_dims, latent_dim=latent_dim,
@@ -74,7 +75,7 @@ class CVAE(VAE):
         return dict(input_dim=cfg.pop("input_dim"), n_classes=self.n_classes, **cfg)
 
     # ------------------------------------------------------------------ labels
-    def _check_y(self, y, batch, name="y"):
+    def check_y(self, y, batch, name="y"):
         """Labels are required: an integer ndarray of shape (batch,) in [0, n_classes)."""
         if y is None:
             raise ValueError(f"CVAE needs labels {name}: an integer array of shape ({batch},) "
@@ -85,44 +86,46 @@ class CVAE(VAE):
         """One-hot rows of the labels in the model's dtype. Shapes: y (B,) -> (B, C)."""
         return np.eye(self.n_classes, dtype=self.dtype)[y]
 
-    # The hooks of VAE._loss_and_grads: append the label columns to each network's input, and
+    # The hooks of the VAE's chain: append the label columns to each network's input, and
     # take the z columns of the decoder input's gradient.
-    def _encoder_input(self, x, y):
+    def _encoder_input(self, x, y, *, k):
         """[x, onehot(y)], (B, D + C)."""
-        return np.concatenate([x, self.onehot(y)], axis=1)
+        return append_columns(x, self.onehot(y), k=k)
 
-    def _decoder_input(self, z2d, y, n_samples):
+    def _decoder_input(self, z2d, y, n_samples, *, k):
         """[z_k, onehot(y)] for the K*B rows of z (sample-major, as z.reshape(K*B, d)), so the
         one-hot block is tiled K times: (K*B, d + C)."""
-        return np.concatenate([self._k.to_host(z2d), np.tile(self.onehot(y), (n_samples, 1))],
-                              axis=1)
+        return append_columns(z2d, np.tile(self.onehot(y), (n_samples, 1)), k=k)
 
-    def _latent_grad(self, dc0):
+    def _latent_grad(self, dc0, *, k):
         """The z columns of the decoder input's gradient (the label columns are not learned)."""
-        return np.ascontiguousarray(self._k.to_host(dc0)[:, :self.latent_dim])
+        return leading_columns(dc0, self.latent_dim, k=k)
 
     # ------------------------------------------------------------------ public API (y after x)
     def loss_and_grads(self, x, y=None, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",
-                       free_bits=0.0, workspace=None):
-        """Batch loss (nats, mean over the batch) and its gradients, a new dict keyed as params.
+                       free_bits=0.0, params=None, return_dx=False):
+        """Batch loss (nats, mean over the batch) and its gradients, a dict keyed as params.
 
         Shapes: x (B, D), y (B,) int, eps (n_samples, B, latent_dim) or None.
         Equation: the module docstring's loss, objective "elbo" (beta, free bits) or "iwae".
-        ``workspace`` as in ``VAE.loss_and_grads``.
+        ``params``, ``return_dx`` and the lifetime of the gradient arrays as in
+        ``VAE.loss_and_grads``.
         """
         return super().loss_and_grads(x, n_samples=n_samples, beta=beta, eps=eps, rng=rng,
                                       objective=objective, free_bits=free_bits, y=y,
-                                      workspace=workspace)
+                                      params=params, return_dx=return_dx)
 
     def loss(self, x, y=None, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",
-             free_bits=0.0):
+             free_bits=0.0, params=None):
         """The same value as ``loss_and_grads`` without the backward pass."""
         return super().loss(x, n_samples=n_samples, beta=beta, eps=eps, rng=rng,
-                            objective=objective, free_bits=free_bits, y=y)
+                            objective=objective, free_bits=free_bits, y=y, params=params)
 
-    def forward(self, x, y=None, n_samples=1, eps=None, rng=None, objective="elbo"):
+    def forward(self, x, y=None, n_samples=1, eps=None, rng=None, objective="elbo", beta=1.0,
+                free_bits=0.0):
         """The forward pass's per-example quantities as a ``LossResult`` (ll, kl, logw, ...)."""
-        return super().forward(x, n_samples=n_samples, eps=eps, rng=rng, objective=objective, y=y)
+        return super().forward(x, n_samples=n_samples, eps=eps, rng=rng, objective=objective, y=y,
+                               beta=beta, free_bits=free_bits)
 
     def encode(self, x, y=None):
         """Parameters of q(z|x, y): (mu, logvar), each (B, latent_dim)."""

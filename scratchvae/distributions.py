@@ -10,7 +10,7 @@ Symbols (DESIGN.md section 1): K samples, B batch, D data dimension, d latent di
     kl           (B,)        KL(q(z|x) || N(0, I))
 
 Derivations: docs/derivations.md, one heading per function pair. The functions that call kernels
-take ``ws`` (a ``scratchvae.kernels.workspace.Workspace`` or None) and pass it on.
+take the kernel set ``k`` (bound to a workspace or not) and call it; the others are NumPy.
 """
 from typing import NamedTuple
 
@@ -27,17 +27,17 @@ class ReparamCache(NamedTuple):
     std: np.ndarray   # exp(logvar / 2), (B, d)
 
 
-def reparameterize_forward(mu, logvar, eps, *, k: Kernels, ws=None):
+def reparameterize_forward(mu, logvar, eps, *, k: Kernels):
     """Draw z through the reparameterization trick.
 
     Shapes: mu, logvar (B, d), eps (K, B, d) -> z (K, B, d).
     Equation: std = exp(logvar / 2);  z_k = mu + std * eps_k.
     """
-    z, std = k.reparam_fwd(mu, logvar, eps, ws=ws)
+    z, std = k.reparam_fwd(mu, logvar, eps)
     return z, ReparamCache(eps, std)
 
 
-def reparameterize_backward(dz, cache: ReparamCache, *, k: Kernels, ws=None):
+def reparameterize_backward(dz, cache: ReparamCache, *, k: Kernels):
     """Gradients of z with respect to mu and logvar, summed over the K samples.
 
     Shapes: dz (K, B, d) -> dmu (B, d), dlogvar (B, d).
@@ -45,7 +45,7 @@ def reparameterize_backward(dz, cache: ReparamCache, *, k: Kernels, ws=None):
               (since dz_k/dlogvar = eps_k * exp(logvar/2) / 2).
     Derivation: docs/derivations.md, "Reparameterization".
     """
-    return k.reparam_bwd(dz, cache.eps, cache.std, ws=ws)
+    return k.reparam_bwd(dz, cache.eps, cache.std)
 
 
 # ------------------------------------------------------------------ KL to the standard normal
@@ -54,23 +54,23 @@ class KLCache(NamedTuple):
     logvar: np.ndarray
 
 
-def gaussian_kl_forward(mu, logvar, *, k: Kernels, ws=None):
+def gaussian_kl_forward(mu, logvar, *, k: Kernels):
     """Closed-form KL(N(mu, diag(exp(logvar))) || N(0, I)), one value per row.
 
     Shapes: mu, logvar (B, d) -> kl (B,).
     Equation: kl = 1/2 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j).
     """
-    return k.kl_fwd(mu, logvar, ws=ws), KLCache(mu, logvar)
+    return k.kl_fwd(mu, logvar), KLCache(mu, logvar)
 
 
-def gaussian_kl_backward(dkl, cache: KLCache, *, k: Kernels, ws=None):
+def gaussian_kl_backward(dkl, cache: KLCache, *, k: Kernels):
     """Gradients of the closed-form KL.
 
     Shapes: dkl (B,) -> dmu (B, d), dlogvar (B, d).
     Equation: dmu = dkl * mu;  dlogvar = dkl * (exp(logvar) - 1) / 2.
     Derivation: docs/derivations.md, "KL to the standard normal".
     """
-    return k.kl_bwd(dkl, cache.mu, cache.logvar, ws=ws)
+    return k.kl_bwd(dkl, cache.mu, cache.logvar)
 
 
 def gaussian_kl_per_dim(mu, logvar):
@@ -191,36 +191,46 @@ class LikelihoodCache(NamedTuple):
     logvar: np.ndarray | None   # (D,) for gaussian, None for bernoulli
 
 
-def bernoulli_loglik_forward(x, out, *, k: Kernels, ws=None):
+def bernoulli_loglik_forward(x, out, *, k: Kernels):
     """Bernoulli log-likelihood with logits, in the stable softplus form (never log(sigmoid)).
 
     Shapes: x (B, D) in [0, 1], out (K, B, D) logits -> ll (K, B).
     Equation: log p(x|z_k) = sum_i x_i out_i - softplus(out_i),
               softplus(t) = max(t, 0) + log1p(exp(-|t|)).
     """
-    return k.bernoulli_ll_fwd(x, out, ws=ws), LikelihoodCache(x, out, None)
+    return k.bernoulli_ll_fwd(x, out), LikelihoodCache(x, out, None)
 
 
-def bernoulli_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels, ws=None):
+def bernoulli_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
     """Gradient with respect to the logits.
 
     Shapes: dll (K, B) -> dout (K, B, D).
     Equation: dout = dll * (x - sigmoid(out)).
     Derivation: docs/derivations.md, "Bernoulli likelihood".
     """
-    return k.bernoulli_ll_bwd(dll, cache.x, cache.out, ws=ws)
+    return k.bernoulli_ll_bwd(dll, cache.x, cache.out)
 
 
-def gaussian_loglik_forward(x, out, logvar, *, k: Kernels, ws=None):
+def bernoulli_loglik_dx(dll, cache: LikelihoodCache, *, k: Kernels):
+    """Gradient with respect to the data x (for input-gradient checks), on the host.
+
+    Shapes: dll (K, B) -> dx (B, D).
+    Equation: d/dx_i [x_i out_i - softplus(out_i)] = out_i, so dx = sum_k dll_k * out_k.
+    Derivation: docs/derivations.md, "Bernoulli likelihood".
+    """
+    return (k.to_host(dll)[..., None] * k.to_host(cache.out)).sum(axis=0)
+
+
+def gaussian_loglik_forward(x, out, logvar, *, k: Kernels):
     """Gaussian log-likelihood with per-dimension log-variance (fixed or learned).
 
     Shapes: x (B, D), out (K, B, D) means, logvar (D,) -> ll (K, B).
     Equation: log p(x|z_k) = -1/2 sum_i [ (x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi) ].
     """
-    return k.gaussian_ll_fwd(x, out, logvar, ws=ws), LikelihoodCache(x, out, logvar)
+    return k.gaussian_ll_fwd(x, out, logvar), LikelihoodCache(x, out, logvar)
 
 
-def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels, ws=None):
+def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
     """Gradients with respect to the means and the log-variance vector.
 
     Shapes: dll (K, B) -> dout (K, B, D), dlogvar (D,).
@@ -228,7 +238,15 @@ def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels, ws=None
               dlogvar_i = sum_{k,b} dll_kb * ((x_bi - out_kbi)^2 exp(-logvar_i) - 1) / 2.
     Derivation: docs/derivations.md, "Gaussian likelihood".
     """
-    return k.gaussian_ll_bwd(dll, cache.x, cache.out, cache.logvar, ws=ws)
+    return k.gaussian_ll_bwd(dll, cache.x, cache.out, cache.logvar)
+
+
+def gaussian_loglik_dx(dll, cache: LikelihoodCache, *, k: Kernels):
+    """Gradient with respect to the data x, on the host. Shapes: dll (K, B) -> dx (B, D).
+    Equation: dx = -sum_k dll_k * (x - out_k) exp(-logvar)  (the negative of dout, summed over k).
+    Derivation: docs/derivations.md, "Gaussian likelihood"."""
+    x, out, logvar = (k.to_host(a) for a in cache)
+    return -(k.to_host(dll)[..., None] * (x - out)).sum(axis=0) * np.exp(-logvar)
 
 
 # ------------------------------------------------------------------ log-sum-exp over samples
@@ -236,12 +254,12 @@ class LSECache(NamedTuple):
     a: np.ndarray     # (K, B)
 
 
-def logsumexp_forward(a, *, k: Kernels, ws=None):
+def logsumexp_forward(a, *, k: Kernels):
     """Stable log sum_k exp(a_k) over the sample axis. Shapes: a (K, B) -> (B,).
 
     Equation: m = max_k a_k;  lse = m + log sum_k exp(a_k - m)  (all -inf gives -inf).
     """
-    return k.logsumexp(a, ws=ws), LSECache(a)
+    return k.logsumexp(a), LSECache(a)
 
 
 def logsumexp_backward(dlse, cache: LSECache, *, k: Kernels):

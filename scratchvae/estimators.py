@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import check_array, check_float, check_int, check_rng
-from .model import output_net_backward, output_net_forward
+from .layers import output_net_backward, output_net_forward
 
 ESTIMATORS = ("reparameterization", "score function")
 
@@ -65,9 +65,11 @@ def _decoder_forward(model, x, z, y):
     """Decoder and likelihood on (K, B, d) codes: (ll (K, B), caches)."""
     K, B, d = z.shape
     out, dec_cache = output_net_forward(model.params, "dec", len(model.decoder_hidden_dims),
-                                        model._decoder_input(z.reshape(K * B, d), y, K),
-                                        model._act, k=model._k)
-    ll, ll_cache = model._loglik_forward(x, out.reshape(K, B, model.input_dim))
+                                        model._decoder_input(z.reshape(K * B, d), y, K,
+                                                             k=model.kernels),
+                                        model._act, k=model.kernels)
+    ll, ll_cache = model._loglik_forward(x, out.reshape(K, B, model.input_dim), model.params,
+                                         k=model.kernels)
     return ll, (dec_cache, ll_cache)
 
 
@@ -77,8 +79,8 @@ def loglik(model, x, z, y=None):
     Shapes: x (B, D), z (K, B, d) -> (K, B).
     Equation: the model's likelihood of x under the decoder output at z_kb.
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     z = _check_z(model, x, z, "z")
     return _decoder_forward(model, x, z, y)[0]
 
@@ -90,13 +92,13 @@ def loglik_and_grad_z(model, x, z, y=None):
     Equation: dll = 1 per (k, b), then the likelihood's backward (dout = x - sigmoid(out), or
     (x - out) exp(-logvar)) and the decoder MLP's backward down to its input c_0 = z.
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     z = _check_z(model, x, z, "z")
     K, B, d = z.shape
     ll, (dec_cache, ll_cache) = _decoder_forward(model, x, z, y)
     unused: dict = {}          # the parameter gradients the backward also produces are not needed
-    dout = model._loglik_backward(np.ones((K, B), model.dtype), ll_cache, unused)
+    dout = model._loglik_backward(np.ones((K, B), model.dtype), ll_cache, unused, k=model.kernels)
     dc0 = output_net_backward(dout.reshape(K * B, model.input_dim), dec_cache, "dec", unused,
                               k=model._k)
     return ll, dc0[:, :d].reshape(K, B, d)     # a CVAE's label columns are not differentiated
@@ -111,7 +113,7 @@ def reparam_gradient(model, x, mu, logvar, eps, y=None, per_sample=False) -> Gra
     Equation: z_k = mu + std eps_k;  dmu = (1/K) sum_k f'(z_k);
               dlogvar = (1/K) sum_k f'(z_k) eps_k std / 2.
     """
-    x = model._check_x(x)
+    x = model.check_x(x)
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     eps = _check_z(model, x, eps, "eps")
     std = np.exp(0.5 * logvar)
@@ -133,7 +135,7 @@ def score_function_gradient(model, x, mu, logvar, eps, y=None, per_sample=False)
                       = (1/K) sum_k f(z_k) (eps_k^2 - 1) / 2.
     Uses only values of f (no decoder backward).
     """
-    x = model._check_x(x)
+    x = model.check_x(x)
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     eps = _check_z(model, x, eps, "eps")
     std = np.exp(0.5 * logvar)
@@ -165,8 +167,8 @@ def expected_loglik(model, x, mu, logvar, y=None, n_nodes=40):
     n_nodes**d Gauss-Hermite nodes u_i and weights W_i; exact when f is a polynomial of degree
     < 2 n_nodes in each z_j (e.g. a linear-Gaussian decoder), spectrally accurate for smooth f.
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     n_nodes = check_int("n_nodes", n_nodes, min_value=1, max_value=200)
     d = model.latent_dim
@@ -193,7 +195,7 @@ def exact_gradient(model, x, mu, logvar, y=None, n_nodes=40, h=1e-5) -> Gradient
     if model.dtype != np.float64:
         raise ValueError(f"exact_gradient needs a float64 model (finite differences); this one is "
                          f"{model.dtype.name}: use model.astype('float64')")
-    x = model._check_x(x)
+    x = model.check_x(x)
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     h = check_float("h", h, min_value=0.0, min_inclusive=False)
     grads = []
@@ -233,8 +235,8 @@ def estimator_variance(model, x, ks=(1, 10, 100), n_repeats=200, rng=None, y=Non
     to fall as 1/K for both. ``mean`` pools all n_repeats * max(ks) terms; ``stderr`` is the
     standard deviation of the n_repeats max(ks)-sample estimates over sqrt(n_repeats).
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
         raise TypeError(f"ks must be a sequence of positive ints; got {type(ks).__name__}")
     ks = np.asarray([check_int(f"ks[{i}]", k, min_value=1) for i, k in enumerate(ks)], np.int64)

@@ -112,7 +112,7 @@ def kl_per_dimension(model, x, y=None, batch_size=1000):
     information about x (posterior collapse).
     """
     batch_size = check_int("batch_size", batch_size, min_value=1)
-    x = model._check_x(x)
+    x = model.check_x(x)
     total = np.zeros(model.latent_dim, model.dtype)
     for s in range(0, x.shape[0], batch_size):
         sl = slice(s, s + batch_size)
@@ -176,7 +176,7 @@ def iw_bound_curve(model, x, ks=(1, 10, 100, 1000, 5000), rng=None, y=None, max_
     (k sum w~^2 - 1) / k of ``iw_log_likelihood``.
     """
     ks = _check_ks(ks)
-    x = model._check_x(x)
+    x = model.check_x(x)
     max_rows = check_int("max_rows", max_rows, min_value=1)
     rng = _model_rng(model, rng)
     B, m = x.shape[0], ks.size
@@ -261,12 +261,12 @@ def _grid_terms(model, x, y, z, mu, logvar, with_q):
     """
     G = z.shape[0]
     if y is None:
-        ll = _loglik_cross(model, x, model._decode_out(z))
+        ll = _loglik_cross(model, x, model.decoder_output(z))
     else:                      # a conditional decoder: one decoder pass per label present
         ll = np.empty((G, x.shape[0]), model.dtype)
         for c in np.unique(y):
             cols = np.flatnonzero(y == c)
-            out = model._decode_out(z, np.full(G, c, y.dtype))
+            out = model.decoder_output(z, np.full(G, c, y.dtype))
             ll[:, cols] = _loglik_cross(model, x[cols], out)
     logpz = -0.5 * (z * z + LOG_2PI).sum(axis=1)
     logq = None
@@ -421,8 +421,8 @@ def grid_log_densities(model, x, axes, y=None):
     [b, a, c] at z = (axes[0][c], axes[1][a]) (the layout of viz.plot_posterior_contours).
     Equation: log p(x, z) = log p(x|z) + log p(z);  log p(z|x) = log p(x, z) - log p(x).
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     _check_quadrature_model(model, "grid_log_densities")
     d = model.latent_dim
     if isinstance(axes, np.ndarray) and axes.ndim == 1 and d == 1:
@@ -468,8 +468,8 @@ def exact_log_likelihood(model, x, tol=1e-6, max_level=None, return_posterior=Fa
     ``return_posterior`` evaluates the final grid once more and keeps (B, grid) values: meant for
     a few examples.
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     tol, max_level, bound, n_std = _check_quadrature_args(model, tol, max_level, bound, n_std)
     est, axes, _, _ = _quadrature(model, x, y, tol, max_level, bound, n_std, with_q=False)
     log_px = est["log_px"]
@@ -494,8 +494,8 @@ def elbo_gap(model, x, tol=1e-6, max_level=None, y=None, bound=8.0, n_std=10.0):
     The two sides agree up to quadrature error (about tol); ``q_mass`` (= 1 up to quadrature
     error) is a diagnostic of how well the grid resolves q.
     """
-    x = model._check_x(x)
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
     tol, max_level, bound, n_std = _check_quadrature_args(model, tol, max_level, bound, n_std)
     est, _, mu, logvar = _quadrature(model, x, y, tol, max_level, bound, n_std, with_q=True)
     kl_prior = gaussian_kl_per_dim(mu, logvar).sum(axis=1)
@@ -525,7 +525,7 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
     Equation: sqrt(sum_b Var_b / n) / B is the Monte Carlo standard error of a mean over B
     examples of n-sample averages with per-example variances Var_b.
     """
-    x = model._check_x(x)
+    x = model.check_x(x)
     k = check_int("k", k, min_value=1)
     n_elbo_samples = check_int("n_elbo_samples", n_elbo_samples, min_value=1)
     if exact is not None and not isinstance(exact, bool):

@@ -176,16 +176,20 @@ def gradcheck(model, x, y=None, *, n_samples=1, beta=1.0, objective="elbo", free
     for w in wrt:
         if w not in ("params", "x", "kl"):
             raise ValueError(f"wrt entries must be 'params', 'x' or 'kl'; got {w!r}")
-    x, y, n_samples, beta, objective, free_bits = model._check_call(
+    x, y, n_samples, beta, objective, free_bits = model.check_call(
         x, y, n_samples, beta, objective, free_bits)
     rng = np.random.default_rng(seed)
     eps = model._noise(eps, n_samples, x.shape[0], rng)   # validated, or drawn from rng
+    k = model.kernels
     opts = dict(h=h, tol=tol, floor=floor, max_entries=max_entries, rng=rng)
 
     def loss_at(xv):
-        return model._loss_and_grads(xv, y, eps, beta, objective, free_bits, need_grads=False)[0].loss
+        # the chain itself: a perturbed x may leave [0, 1], which the public methods refuse
+        return model._run(xv, y, eps, beta, objective, free_bits, p=model.params, k=k,
+                          need_grads=False)[0].loss
 
-    _, grads, dx = model._loss_and_grads(x, y, eps, beta, objective, free_bits, need_dx="x" in wrt)
+    _, grads, dx = model.loss_and_grads(x, y=y, n_samples=n_samples, beta=beta, eps=eps,
+                                        objective=objective, free_bits=free_bits, return_dx=True)
     rows, directional = [], []
     if "params" in wrt:
         rep = check_gradients(lambda p: loss_at(x), model.params, grads,
@@ -200,11 +204,11 @@ def gradcheck(model, x, y=None, *, n_samples=1, beta=1.0, objective="elbo", free
         mu, logvar = model.encode(x) if y is None else model.encode(x, y)
         w = rng.standard_normal(mu.shape[0])       # random upstream gradient of the per-row KL
         ml = {"mu (KL)": mu.copy(), "logvar (KL)": logvar.copy()}
-        kl_cache = gaussian_kl_forward(ml["mu (KL)"], ml["logvar (KL)"], k=model._k)[1]
-        dmu, dlv = gaussian_kl_backward(w, kl_cache, k=model._k)
+        kl_cache = gaussian_kl_forward(ml["mu (KL)"], ml["logvar (KL)"], k=k)[1]
+        dmu, dlv = gaussian_kl_backward(w, kl_cache, k=k)
 
         def kl_vjp(p):
-            return float(w @ gaussian_kl_forward(p["mu (KL)"], p["logvar (KL)"], k=model._k)[0])
+            return float(w @ gaussian_kl_forward(p["mu (KL)"], p["logvar (KL)"], k=k)[0])
         rows += check_gradients(kl_vjp, ml, {"mu (KL)": dmu, "logvar (KL)": dlv},
                                 n_directions=0, **opts).rows
     return GradcheckReport(rows, tol, directional)

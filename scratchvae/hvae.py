@@ -42,9 +42,11 @@ from .distributions import (gaussian_kl_backward, gaussian_kl_forward, log_norma
                             log_normal_forward, log_standard_normal_backward,
                             log_standard_normal_forward, reparameterize_backward,
                             reparameterize_forward)
-from .losses import neg_elbo_backward, neg_elbo_forward, neg_iwae_backward, neg_iwae_forward
-from .model import (VAE, add_gaussian_head_params, add_mlp_params, gaussian_net_backward,
-                    gaussian_net_forward, output_net_backward, output_net_forward)
+from .layers import (add_gaussian_head_params, add_mlp_params, gaussian_net_backward,
+                     gaussian_net_forward, output_net_backward, output_net_forward)
+from .losses import (log_weights_backward, log_weights_forward, neg_elbo_backward,
+                     neg_elbo_forward, neg_iwae_backward, neg_iwae_forward)
+from .model import VAE
 
 
 class HLossResult(NamedTuple):
@@ -89,10 +91,12 @@ class HVAE(VAE):
     """
 
     model_type = "hvae"
+    prior = "hierarchical"
+    host_chain = True   # NumPy glue between the kernels (the per-sample log-densities)
 
     def __init__(self, input_dim, latent_dims=(20, 10), hidden_dims=((400,), (100,)),
                  activation="relu", likelihood="bernoulli", output_var=1.0, dtype="float64",
-                 seed=0, backend="numpy"):
+                 seed=0, backend="numba"):
         self.input_dim = check_int("input_dim", input_dim, min_value=1)
         self.latent_dims = _check_pair_of_ints("latent_dims", latent_dims)
         self.hidden_dims = _check_pair_of_sizes("hidden_dims", hidden_dims)
@@ -148,136 +152,123 @@ class HVAE(VAE):
         return tuple(rng.standard_normal((n_samples, batch, d), dtype=self.dtype)
                      for d in self.latent_dims)
 
-    def _check_call(self, x, y, n_samples, beta, objective, free_bits):
-        out = super()._check_call(x, y, n_samples, beta, objective, free_bits)
+    def check_call(self, x, y, n_samples, beta, objective, free_bits):
+        out = super().check_call(x, y, n_samples, beta, objective, free_bits)
         if out[-1] != 0.0:
             raise ValueError(f"free_bits must be 0 for HVAE (free bits are implemented for the "
                              f"single-layer KL only); got {free_bits}")
         return out
 
     # ------------------------------------------------------------------ forward and backward
-    def _loss_and_grads(self, x, y, eps, beta, objective, free_bits=0.0, need_grads=True,
-                        need_dx=False, params=None, ws=None):
-        """The whole chain on validated inputs: returns (HLossResult, grads or None, dx or None).
+    def _forward(self, p, x, y, eps, beta, objective, free_bits, *, k):
+        """q1 -> z1 -> (q2 -> z2 -> p1) and dec -> the per-sample terms -> the objective.
 
-        ``params`` and ``ws`` as in ``VAE._loss_and_grads``, except that this chain has NumPy glue
-        between its kernels: it reads ``params`` on the host (``k.to_host``; a copy only for
-        device arrays) and allocates fresh arrays (``ws`` is not used).
-
-        Forward: q1 -> z1 -> (q2 -> z2 -> p1) and dec -> the per-sample terms -> loss.
-        Backward (the same chain reversed; the d-names are gradients of the batch loss):
-          objective "elbo":  dll = -1/(K B),  dkl1 = dkl2 = beta/(K B)
-                             dlogq1 = dkl1,  dlogp1 = -dkl1
-          objective "iwae":  dlogw = -(1/B) softmax_k(logw)
-                             dll = dlogp1 = dlogpz2 = dlogw,  dlogq1 = dlogq2 = -dlogw
-          top layer:   dmu_q2, dlogvar_q2 from kl2 (elbo) or from log q(z2|z1) (iwae, direct),
-                       dz2 = (p1 network's input gradient) [+ d log p(z2) + d log q(z2|z1) / dz2]
-                       dmu_q2 += sum dz2,  dlogvar_q2 += dz2 * eps2 * std_q2 / 2   (reparam.)
-          dz1 = (decoder's input gradient) + d log q(z1|x)/dz1 + d log p(z1|z2)/dz1
-                + (q2 network's input gradient)
-          dmu_q1, dlogvar_q1 = the direct gradients of log q(z1|x) + the reparameterization's
+        Returns (HLossResult, cache). Every sample of z1 has its own z2: the second layer works
+        on N = K*B rows (matmul is 2-D), reparameterized as a single "sample" of N rows.
         """
-        k = self._k
-        p = self.params if params is None else {key: k.to_host(v) for key, v in params.items()}
         eps1, eps2 = eps
         K, B, d1 = eps1.shape
-        d2 = eps2.shape[2]
-        D, N = self.input_dim, K * B
+        N, d2 = K * B, eps2.shape[2]
         (h, g), act = self.hidden_dims, self._act
-        # ---- forward
-        mu_q1, lv_q1, q1_cache = gaussian_net_forward(p, "q1", len(h), x, act, k=k)
-        z1, rep1_cache = reparameterize_forward(mu_q1, lv_q1, eps1, k=k)        # (K, B, d1)
-        z1f = z1.reshape(N, d1)              # matmul is 2-D: the K*B samples become rows
-        mu_q2, lv_q2, q2_cache = gaussian_net_forward(p, "q2", len(g), z1f, act, k=k)  # (N, d2)
-        # one row per (k, b): reparameterize with a single "sample" of N rows
-        z2, rep2_cache = reparameterize_forward(mu_q2, lv_q2, eps2.reshape(1, N, d2), k=k)
+        mu_q1, lv_q1, q1 = gaussian_net_forward(p, "q1", len(h), x, act, k=k)            # (B, d1)
+        z1, rep1 = reparameterize_forward(mu_q1, lv_q1, eps1, k=k)                       # (K, B, d1)
+        z1f = z1.reshape(N, d1)
+        mu_q2, lv_q2, q2 = gaussian_net_forward(p, "q2", len(g), z1f, act, k=k)          # (N, d2)
+        z2, rep2 = reparameterize_forward(mu_q2, lv_q2, eps2.reshape(1, N, d2), k=k)
         z2f = z2.reshape(N, d2)
-        mu_p1, lv_p1, p1_cache = gaussian_net_forward(p, "p1", len(g), z2f, act, k=k)  # (N, d1)
-        out, dec_cache = output_net_forward(p, "dec", len(h), z1f, act, k=k)
-        out = out.reshape(K, B, D)
-        ll, ll_cache = self._loglik_forward(x, out)                              # (K, B)
-        logq1, q1d_cache = log_normal_forward(z1, mu_q1, lv_q1)                  # (K, B)
-        logp1, p1d_cache = log_normal_forward(z1f, mu_p1, lv_p1)                 # (N,)
-        kl2, kl2_cache = gaussian_kl_forward(mu_q2, lv_q2, k=k)                  # (N,)
-        kl1 = logq1 - logp1.reshape(K, B)
-        kl2 = kl2.reshape(K, B)
-        kl = (kl1 + kl2).mean(axis=0)
-        logw = None
+        mu_p1, lv_p1, p1 = gaussian_net_forward(p, "p1", len(g), z2f, act, k=k)          # (N, d1)
+        out, dec = output_net_forward(p, "dec", len(h), z1f, act, k=k)
+        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)   # (K, B)
+        logq1, q1d = log_normal_forward(z1, mu_q1, lv_q1)                              # (K, B)
+        logp1, p1d = log_normal_forward(z1f, mu_p1, lv_p1)                             # (N,)
+        kl2, kl2c = gaussian_kl_forward(mu_q2, lv_q2, k=k)                             # (N,)
+        kl1, kl2 = logq1 - logp1.reshape(K, B), kl2.reshape(K, B)
+        kl = (kl1 + kl2).mean(axis=0)     # a one-sample-per-k estimate of the joint KL
         if objective == "elbo":
             loss, per_example = neg_elbo_forward(ll, kl, beta)
+            logw, top = None, kl2c
         else:
-            logpz2, pz2_cache = log_standard_normal_forward(z2f)                 # (N,)
-            logq2, q2d_cache = log_normal_forward(z2f, mu_q2, lv_q2)             # (N,)
-            logw = ll - kl1 + (logpz2 - logq2).reshape(K, B)
-            loss, lk, lse_cache = neg_iwae_forward(logw, k=k)
-            per_example = -lk
+            logpz2, pz2 = log_standard_normal_forward(z2f)                             # (N,)
+            logq2, q2d = log_normal_forward(z2f, mu_q2, lv_q2)                         # (N,)
+            logw = log_weights_forward((ll, logp1.reshape(K, B), logpz2.reshape(K, B)),
+                                       (logq1, logq2.reshape(K, B)))
+            loss, lk, top = neg_iwae_forward(logw, k=k)
+            per_example, top = -lk, (top, pz2, q2d)
         result = HLossResult(float(loss), per_example, ll, kl, logw, kl1, kl2)
-        if not need_grads:
-            return result, None, None
+        return result, (x, beta, objective, q1, rep1, q2, rep2, p1, dec, lik, q1d, p1d, top)
 
-        # ---- backward: the upstream gradient of every term
+    def _backward(self, cache, *, k, need_dx):
+        """The forward in reverse. The upstream gradients of the terms:
+          "elbo":  dll = -1/(K B),  d kl1 = d kl2 = beta/(K B)  (kl1 = log q1 - log p1)
+          "iwae":  dlogw = -(1/B) softmax_k(logw), dll = dlog p1 = dlog p(z2) = dlogw,
+                   dlog q1 = dlog q2 = -dlogw
+        then the top layer (z2 and q2), log p(z1|z2), the decoder, log q(z1|x), and z1's
+        reparameterization back to the q1 network. z1 collects four gradients: the decoder's,
+        log q(z1|x)'s, log p(z1|z2)'s and the q2 network's.
+        """
+        x, beta, objective, q1, rep1, q2, rep2, p1, dec, lik, q1d, p1d, top = cache
+        K, B, d1 = rep1.eps.shape
+        N, d2 = K * B, rep2.eps.shape[2]
         grads: dict = {}
         if objective == "elbo":
-            dll, dkl = neg_elbo_backward(ll.shape, beta, self.dtype)             # dkl (B,)
+            dll, dkl = neg_elbo_backward((K, B), beta, self.dtype, k=k)
             dkl1 = np.repeat(dkl[None, :] / K, K, axis=0)   # kl = (1/K) sum_k (kl1 + kl2)
             dlogq1, dlogp1 = dkl1, -dkl1
-            dmu_q2, dlv_q2 = gaussian_kl_backward(dkl1.reshape(N), kl2_cache, k=k)
+            dmu_q2, dlv_q2 = gaussian_kl_backward(dkl1.reshape(N), top, k=k)
             dz2 = 0.0
         else:
-            dlogw = neg_iwae_backward(lse_cache, k=k)                            # (K, B)
-            dll, dlogq1, dlogp1 = dlogw, -dlogw, dlogw
-            dlogw_f = dlogw.reshape(N)
-            dz2 = log_standard_normal_backward(dlogw_f, pz2_cache)
-            dz2_q, dmu_q2, dlv_q2 = log_normal_backward(-dlogw_f, q2d_cache)
-            dz2 = dz2 + dz2_q
-        # log p(z1|z2): z1 directly, and (mu_p1, logvar_p1) -> p1 network -> z2
-        dz1_p, dmu_p1, dlv_p1 = log_normal_backward(dlogp1.reshape(N), p1d_cache)
-        dz2 = dz2 + gaussian_net_backward(dmu_p1, dlv_p1, p1_cache, "p1", grads, k=k)
+            lse, pz2, q2d = top
+            (dll, dlogp1, dlogpz2), (dlogq1, dlogq2) = log_weights_backward(
+                neg_iwae_backward(lse, k=k), 3, 2)
+            dz2_q, dmu_q2, dlv_q2 = log_normal_backward(dlogq2.reshape(N), q2d)
+            dz2 = log_standard_normal_backward(dlogpz2.reshape(N), pz2) + dz2_q
+        # log p(z1|z2): z1 directly, and (mu_p1, logvar_p1) -> the p1 network -> z2
+        dz1_p, dmu_p1, dlv_p1 = log_normal_backward(dlogp1.reshape(N), p1d)
+        dz2 = dz2 + gaussian_net_backward(dmu_p1, dlv_p1, p1, "p1", grads, k=k)
         # z2 = mu_q2 + exp(logvar_q2/2) eps2, then the q2 network back to z1
-        dmu_r, dlv_r = reparameterize_backward(dz2.reshape(1, N, d2), rep2_cache, k=k)
-        dz1_q2 = gaussian_net_backward(dmu_q2 + dmu_r, dlv_q2 + dlv_r, q2_cache, "q2", grads, k=k)
+        dmu_z2, dlv_z2 = reparameterize_backward(dz2.reshape(1, N, d2), rep2, k=k)
+        dz1_q2 = gaussian_net_backward(dmu_q2 + dmu_z2, dlv_q2 + dlv_z2, q2, "q2", grads, k=k)
         # the decoder
-        dout = self._loglik_backward(dll, ll_cache, grads)
-        dz1_dec = output_net_backward(dout.reshape(N, D), dec_cache, "dec", grads, k=k)
+        dout = self._loglik_backward(dll, lik, grads, k=k)
+        dz1_dec = output_net_backward(dout.reshape(N, self.input_dim), dec, "dec", grads, k=k)
         # log q(z1|x): z1 directly, and mu_q1/logvar_q1 directly (summed over the K samples)
-        dz1_q, dmu_q1, dlv_q1 = log_normal_backward(dlogq1, q1d_cache)
+        dz1_q, dmu_q1, dlv_q1 = log_normal_backward(dlogq1, q1d)
         dz1 = dz1_q + (dz1_p + dz1_q2 + dz1_dec).reshape(K, B, d1)
         # z1 = mu_q1 + exp(logvar_q1/2) eps1, then the q1 network back to x
-        dmu_r, dlv_r = reparameterize_backward(dz1, rep1_cache, k=k)
-        dx_in = gaussian_net_backward(dmu_q1 + dmu_r, dlv_q1 + dlv_r, q1_cache, "q1", grads,
-                                      k=k, need_da=need_dx)
-        dx = None
-        if need_dx:
-            dx = dx_in + self._loglik_dx(x, out, dll)   # x feeds q1 and the likelihood
-        return result, self._ordered(grads), dx
+        dmu_z1, dlv_z1 = reparameterize_backward(dz1, rep1, k=k)
+        dx_q1 = gaussian_net_backward(dmu_q1 + dmu_z1, dlv_q1 + dlv_z1, q1, "q1", grads, k=k,
+                                      need_da=need_dx)
+        dx = dx_q1 + self._loglik_dx(dll, lik, k=k) if need_dx else None   # x feeds q1 and p(x|z1)
+        return grads, dx
 
     # ------------------------------------------------------------------ the networks on their own
     def encode(self, x, y=None):
         """Parameters of q(z1|x): (mu_q1, logvar_q1), each (B, d1)."""
-        x = self._check_x(x)
-        self._check_y(y, x.shape[0])
+        x = self.check_x(x)
+        self.check_y(y, x.shape[0])
         mu, logvar, _ = gaussian_net_forward(self.params, "q1", len(self.hidden_dims[0]), x,
-                                             self._act, k=self._k)
+                                             self._act, k=self.kernels)
         return mu, logvar
 
     def encode_z2(self, z1):
         """Parameters of q(z2|z1): (mu_q2, logvar_q2), each (N, d2) for z1 (N, d1)."""
         z1 = check_array("z1", z1, ndim=2, shape=(None, self.latent_dims[0]), dtype=self.dtype)
         mu, logvar, _ = gaussian_net_forward(self.params, "q2", len(self.hidden_dims[1]), z1,
-                                             self._act, k=self._k)
+                                             self._act, k=self.kernels)
         return mu, logvar
 
     def prior_z1(self, z2):
         """Parameters of p(z1|z2): (mu_p1, logvar_p1), each (N, d1) for z2 (N, d2)."""
         z2 = check_array("z2", z2, ndim=2, shape=(None, self.latent_dims[1]), dtype=self.dtype)
         mu, logvar, _ = gaussian_net_forward(self.params, "p1", len(self.hidden_dims[1]), z2,
-                                             self._act, k=self._k)
+                                             self._act, k=self.kernels)
         return mu, logvar
 
-    def _decode_out(self, z, y=None):
+    def decoder_output(self, z, y=None):
+        """The decoder's output for z1 (N, d1): logits (bernoulli) or means (gaussian), (N, D)."""
         z = check_array("z1", z, ndim=2, shape=(None, self.latent_dims[0]), dtype=self.dtype)
         out, _ = output_net_forward(self.params, "dec", len(self.hidden_dims[0]), z, self._act,
-                                    k=self._k)
+                                    k=self.kernels)
         return out
 
     def decode(self, z1, y=None):
@@ -293,7 +284,7 @@ class HVAE(VAE):
         mu_p1, lv_p1 = self.prior_z1(z2)
         z1, _ = reparameterize_forward(
             mu_p1, lv_p1, rng.standard_normal((1, n, self.latent_dims[0]), dtype=self.dtype),
-            k=self._k)
+            k=self.kernels)
         return self.decode(z1[0])
 
     def elbo(self, x, n_samples=1, rng=None, y=None, eps=None):

@@ -3,8 +3,9 @@
 Each optimizer keeps per-parameter state and updates a params dict in place with
 ``opt.step(params, grads)``.  The update maths lives in the kernels (``sgd_step``, ``adam_step``,
 ``adagrad_step``, see ``scratchvae/kernels/numpy_ref.py``); this module validates, owns the state
-and calls ``self._k.<kernel>(...)`` for each key, so the backend is a constructor argument
-(``backend="numpy"``) and never a branch.
+and calls ``k.<kernel>(...)`` for each key. The kernels follow the arrays: the numba kernels for
+NumPy arrays, the cuda kernels for device arrays, so ``opt.step(params, grads)`` needs no backend
+argument; ``backend="numpy"`` (or ``set_backend``) fixes one explicitly.
 
 Symbols: ``p`` a parameter array, ``g`` its gradient (same shape and dtype), ``lr`` the learning
 rate, ``t = 1, 2, ...`` the number of steps taken, counting the current one.
@@ -76,16 +77,19 @@ class Optimizer:
 
     A subclass sets ``slots`` (names of its per-key state arrays, at least one),
     ``hyper_names`` (its hyperparameters, stored as attributes), ``_check_hyper`` (validates
-    them) and ``_update`` (calls its kernel on one key).
+    them) and ``_update`` (calls its kernel, from the kernel set ``k``, on one key).
     """
 
     slots: tuple[str, ...] = ()
     hyper_names: tuple[str, ...] = ()
 
-    def __init__(self, backend: str = "numpy", **hyper):
+    def __init__(self, backend: str | None = None, **hyper):
         for name, value in self._check_hyper(**hyper).items():
             setattr(self, name, value)
-        self.set_backend(backend)
+        self._k = None
+        self.backend = None
+        if backend is not None:
+            self.set_backend(backend)
         self.reset()
 
     # ------------------------------------------------------------------ subclass hooks
@@ -93,46 +97,57 @@ class Optimizer:
     def _check_hyper(**hyper) -> dict:
         raise NotImplementedError
 
-    def _update(self, p: np.ndarray, g: np.ndarray, key: str, hyper: dict) -> None:
+    def _update(self, k, p: np.ndarray, g: np.ndarray, key: str, hyper: dict) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ public API
-    def set_backend(self, name: str) -> None:
-        """Use the kernels of backend ``name`` ("numpy", "numba" or "cuda") from now on."""
+    def set_backend(self, name: str | None) -> None:
+        """Use the kernels of backend ``name`` ("numpy", "numba" or "cuda") from now on; None:
+        the kernels for the arrays each step is given (numba for NumPy arrays, cuda for device
+        arrays), the default."""
         # raises ValueError/TypeError naming `backend`; raw kernels: step() validates everything
-        k = get_kernels(name, validate=False)
-        if getattr(self, "_k", None) is not None and self._k is not k:
+        k = None if name is None else get_kernels(name, validate=False)
+        if self._k is not None and self._k is not k:
             # state the old backend kept on a device comes back to the host
             self._state = {slot: {key: self._k.to_host(a) for key, a in st.items()}
                            for slot, st in self._state.items()}
         self._k = k
         self.backend = name
 
+    def _kernels_for(self, params):
+        """The explicit backend's kernels, or those for where ``params`` live."""
+        if self.backend is not None:
+            return self._k
+        name = "cuda" if any(is_device_array(p) for p in params.values()) else "numba"
+        if self._k is None or self._k.name != name:
+            self._k = get_kernels(name, validate=False)
+        return self._k
+
     def reset(self) -> None:
         """Forget all state (step count and per-key arrays); hyperparameters are kept."""
         self.t = 0
         self._state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
 
-    def step(self, params: dict, grads: dict) -> None:
+    def step(self, params: dict, grads: dict, check_finite: bool = True) -> None:
         """Update every array of ``params`` in place from ``grads`` (same keys, shapes, dtypes).
 
         Everything is validated before anything changes, so a call that raises leaves the
-        params and the optimizer state as they were.
+        params and the optimizer state as they were. ``check_finite=False`` skips the check
+        that every gradient is finite (for gradients the caller has just checked, as ``fit``).
         """
-        self._step(params, grads, check_finite=True)
-
-    def _step(self, params: dict, grads: dict, check_finite: bool) -> None:
-        """``step``; ``fit`` passes check_finite=False for gradients it has just checked."""
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
+        k = self._kernels_for(params)
         hyper = self._check_hyper(**{n: getattr(self, n) for n in self.hyper_names})
         grads = self._check_step_args(params, grads, check_finite)
         if self.t == 0:  # state lives where the parameters live (to_device: host -> device)
             for slot in self.slots:
                 self._state[slot] = {
-                    key: (self._k.to_device(np.zeros(p.shape, p.dtype)) if is_device_array(p)
+                    key: (k.to_device(np.zeros(p.shape, p.dtype)) if is_device_array(p)
                           else np.zeros(p.shape, p.dtype)) for key, p in params.items()}
         self.t += 1
         for key, p in params.items():
-            self._update(p, grads[key], key, hyper)
+            self._update(k, p, grads[key], key, hyper)
 
     def state_dict(self) -> dict:
         """Return hyperparameters, step count and copies of the state arrays as a flat dict.
@@ -145,7 +160,8 @@ class Optimizer:
         d["t"] = self.t
         for slot in self.slots:
             for key, a in self._state[slot].items():
-                d[f"{slot}:{key}"] = np.array(self._k.to_host(a))  # a host copy
+                d[f"{slot}:{key}"] = np.array(a if isinstance(a, np.ndarray)
+                                              else self._k.to_host(a))  # a host copy
         return d
 
     def load_state_dict(self, d: Mapping) -> None:
@@ -232,7 +248,7 @@ class Optimizer:
                 _check_device_array(name, g, p.shape, p.dtype)
             else:
                 g = check_array(name, g, shape=p.shape, dtype=p.dtype, finite=False)
-            if check_finite and not self._k.all_finite(g):
+            if check_finite and not self._k.all_finite(g):  # the kernels _kernels_for chose
                 raise ValueError(f"{name} must be finite; it has NaN or inf entries")
             checked[key] = g
         return checked
@@ -250,15 +266,15 @@ class SGD(Optimizer):
     slots = ("velocity",)
     hyper_names = ("lr", "momentum")
 
-    def __init__(self, lr, momentum: float = 0.0, *, backend: str = "numpy"):
+    def __init__(self, lr, momentum: float = 0.0, *, backend: str | None = None):
         super().__init__(backend, lr=lr, momentum=momentum)
 
     @staticmethod
     def _check_hyper(lr, momentum) -> dict:
         return {"lr": _check_lr(lr), "momentum": _check_unit("momentum", momentum)}
 
-    def _update(self, p, g, key, hyper):
-        self._k.sgd_step(p, g, self._state["velocity"][key], hyper["lr"], hyper["momentum"])
+    def _update(self, k, p, g, key, hyper):
+        k.sgd_step(p, g, self._state["velocity"][key], hyper["lr"], hyper["momentum"])
 
 
 class Adam(Optimizer):
@@ -275,7 +291,7 @@ class Adam(Optimizer):
     hyper_names = ("lr", "beta1", "beta2", "eps")
 
     def __init__(self, lr=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, *,
-                 backend: str = "numpy"):
+                 backend: str | None = None):
         super().__init__(backend, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
 
     @staticmethod
@@ -283,8 +299,8 @@ class Adam(Optimizer):
         return {"lr": _check_lr(lr), "beta1": _check_unit("beta1", beta1),
                 "beta2": _check_unit("beta2", beta2), "eps": _check_eps(eps)}
 
-    def _update(self, p, g, key, hyper):
-        self._k.adam_step(p, g, self._state["m"][key], self._state["v"][key], hyper["lr"],
+    def _update(self, k, p, g, key, hyper):
+        k.adam_step(p, g, self._state["m"][key], self._state["v"][key], hyper["lr"],
                           hyper["beta1"], hyper["beta2"], hyper["eps"], self.t)
 
 
@@ -299,15 +315,15 @@ class Adagrad(Optimizer):
     slots = ("s",)
     hyper_names = ("lr", "eps")
 
-    def __init__(self, lr, eps: float = 1e-8, *, backend: str = "numpy"):
+    def __init__(self, lr, eps: float = 1e-8, *, backend: str | None = None):
         super().__init__(backend, lr=lr, eps=eps)
 
     @staticmethod
     def _check_hyper(lr, eps) -> dict:
         return {"lr": _check_lr(lr), "eps": _check_eps(eps)}
 
-    def _update(self, p, g, key, hyper):
-        self._k.adagrad_step(p, g, self._state["s"][key], hyper["lr"], hyper["eps"])
+    def _update(self, k, p, g, key, hyper):
+        k.adagrad_step(p, g, self._state["s"][key], hyper["lr"], hyper["eps"])
 
 
 __all__ = ["Optimizer", "SGD", "Adam", "Adagrad"]

@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 from ._checks import check_float, check_int
 from .data import bernoulli_sample
 from .evaluate import active_units, elbo_terms
-from .optim import Adam
-from .kernels.workspace import Workspace
+from .optim import Adam, Optimizer
 
 
 class DivergenceError(RuntimeError):
@@ -72,22 +71,23 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     A NaN or inf loss or gradient raises DivergenceError naming the epoch and step, and leaves the
     model at the last parameters whose loss and gradients were finite.
 
-    The hot path allocates no arrays after the first step of each batch shape (the noise aside):
-    the kernels take their outputs from one ``Workspace`` for the whole run, each epoch's data is
-    shuffled into one reused buffer (so minibatches are contiguous slices), and the gradients of
-    a step are consumed by the optimizer before the next step overwrites them. On the cuda
+    Each step is ``model.loss_and_grads(xb, ..., params=params)`` then ``optimizer.step``, the
+    loop a user writes. The hot path allocates no arrays after the first step of each batch shape
+    (the noise aside): the model takes its work arrays from its own workspace, each epoch's data
+    is shuffled into one reused buffer (so minibatches are contiguous slices), and the gradients
+    of a step are consumed by the optimizer before the next step overwrites them. On the cuda
     backend the parameters, the optimizer state and the work buffers stay on the device across
     steps; the parameters are copied back to ``model.params`` at the end of every epoch (for the
     validation pass, the history, the callback and early stopping) and when training stops.
     """
-    x_train = model._check_x(x_train, "x_train")
+    x_train = model.check_x(x_train, "x_train")
     n = x_train.shape[0]
     y_train = _check_labels(model, y_train, n, "y_train")
     # objective, free_bits and n_samples validated once, as the model would on every call
-    _, _, n_samples, _, objective, free_bits = model._check_call(
+    _, _, n_samples, _, objective, free_bits = model.check_call(
         x_train[:1], _head(y_train, 1), n_samples, 1.0, objective, free_bits)
     if x_val is not None:
-        x_val = model._check_x(x_val, "x_val")
+        x_val = model.check_x(x_val, "x_val")
         y_val = _check_labels(model, y_val, x_val.shape[0], "y_val")
     epochs = check_int("epochs", epochs, min_value=1)
     batch_size = check_int("batch_size", batch_size, min_value=1)
@@ -105,18 +105,15 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
         schedule = ((lambda t: beta * min(1.0, (t + 1) / (kl_warmup * steps_per_epoch)))
                     if kl_warmup else (lambda t: beta))
     optimizer = Adam() if optimizer is None else optimizer
-    if hasattr(optimizer, "set_backend"):
-        optimizer.set_backend(model.backend)
 
     rng = np.random.default_rng(seed)
     x_eval, y_eval = (x_val, y_val) if x_val is not None else (x_train[:1000], _head(y_train, 1000))
     history = History()
-    k = model._k
+    k = model.kernels
     # the arrays the steps update: model.params itself on the CPU backends (to_device is the
     # identity there), their device copies on the cuda backend
     params = {key: k.to_device(v) for key, v in model.params.items()}
     backup = {key: k.to_device(np.empty_like(v)) for key, v in model.params.items()}
-    ws = Workspace()
     x_shuffled = np.empty_like(x_train)
     best = (np.inf, None)
     since_best = 0
@@ -134,9 +131,9 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
             yb = None if y_shuffled is None else y_shuffled[start:start + batch_size]
             beta_t = check_float("beta", schedule(step), min_value=0.0)
             eps = model.draw_eps(n_samples, xb.shape[0], rng)
-            result, grads, _ = model._loss_and_grads(xb, yb, eps, beta_t, objective, free_bits,
-                                                     params=params, ws=ws)
-            loss = result.loss
+            loss, grads = model.loss_and_grads(xb, y=yb, n_samples=n_samples, beta=beta_t,
+                                               eps=eps, objective=objective,
+                                               free_bits=free_bits, params=params)
             if not _all_finite(k, loss, grads):
                 if step > 0:   # the parameters before the last update had a finite loss and grads
                     _copy_all(k, params, backup)
@@ -146,8 +143,8 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
                     f"loss or a gradient is NaN or inf (loss = {loss}); the model keeps the last "
                     f"parameters whose loss and gradients were finite. Try a smaller learning rate.")
             _copy_all(k, backup, params)
-            if hasattr(optimizer, "_step"):
-                optimizer._step(params, grads, check_finite=False)  # just checked above
+            if isinstance(optimizer, Optimizer):
+                optimizer.step(params, grads, check_finite=False)   # just checked above
             else:
                 optimizer.step(params, grads)
             if not all(k.all_finite(v) for v in params.values()):
@@ -195,7 +192,7 @@ def _head(y, n):
 def _check_labels(model, y, n, name):
     """Labels go with the conditional model only; its own check validates them."""
     if getattr(model, "conditional", False):
-        return model._check_y(y, n, name=name)      # raises "CVAE needs labels y_train" on None
+        return model.check_y(y, n, name=name)      # raises "CVAE needs labels y_train" on None
     if y is not None:
         raise ValueError(f"{name} must be None for {type(model).__name__} (labels are for the CVAE)")
     return None

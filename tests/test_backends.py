@@ -146,18 +146,17 @@ def test_cuda_fit_keeps_parameters_state_and_gradients_on_the_device(monkeypatch
         model = sv.VAE(4, hidden_dims=(3,), latent_dim=2, activation="tanh", seed=2, backend=backend)
         opt = sv.Adam(lr=1e-2)
         if record:
-            original_step, original_loss = opt._step, model._loss_and_grads
+            original_step, original_loss = opt.step, model.loss_and_grads
 
             def step(params, grads, **kw):
                 seen_grads.append(grads)
                 return original_step(params, grads, **kw)
 
             def loss_and_grads(*a, **kw):
-                if kw.get("need_grads", True):
-                    seen_params.append(kw["params"])
+                seen_params.append(kw["params"])
                 return original_loss(*a, **kw)
 
-            opt._step, model._loss_and_grads = step, loss_and_grads
+            opt.step, model.loss_and_grads = step, loss_and_grads
         x = np.random.default_rng(0).random((4, 4))
         sv.fit(model, x, epochs=2, batch_size=2, optimizer=opt, seed=1, progress=False)
         return model, opt

@@ -169,7 +169,8 @@ def test_loglik_cross_matches_the_model_likelihood(likelihood, output_var):
     x = binary_data(3, 6, 1) if likelihood == "bernoulli" else rng.standard_normal((3, 6))
     out = rng.standard_normal((7, 6))
     cross = ev._loglik_cross(m, x, out)                                     # (G, B)
-    direct = m._loglik_forward(x, np.broadcast_to(out[:, None, :], (7, 3, 6)).copy())[0]
+    direct = m._loglik_forward(x, np.broadcast_to(out[:, None, :], (7, 3, 6)).copy(), m.params,
+                               k=m.kernels)[0]
     np.testing.assert_allclose(cross, direct, rtol=1e-12)
 
 
@@ -182,7 +183,7 @@ def test_exact_log_likelihood_of_a_cvae_conditions_on_the_label():
     z1, z2 = np.meshgrid(a, a, indexing="ij")
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)
     for b in range(4):      # one example at a time, its label one-hot at every grid point
-        out = m._decode_out(z, np.full(z.shape[0], y[b]))
+        out = m.decoder_output(z, np.full(z.shape[0], y[b]))
         lj = ref.bernoulli_loglik(x[b], out) + ref.log_standard_normal(z)
         dens = np.exp(lj - lj.max()).reshape(a.size, a.size)
         want = np.log(integrate.simpson(integrate.simpson(dens, x=a, axis=1), x=a)) + lj.max()

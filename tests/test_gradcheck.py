@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 
 import scratchvae as sv
+import scratchvae._base
 import scratchvae.distributions
 import scratchvae.layers
-import scratchvae.model
+import scratchvae.losses
 from scratchvae.gradcheck import GradcheckReport, check_gradients
 from tests.conftest import FD_RTOL, FD_STEP
 from tests.strategies import build, vae_cases
@@ -56,7 +57,7 @@ def wrap_dense_backward(monkeypatch, module, target, change):
 
 def test_catches_a_gradient_off_by_a_factor(monkeypatch):
     model, x = small_problem()
-    wrap_dense_backward(monkeypatch, scratchvae.model, model.params["dec.W_out"],
+    wrap_dense_backward(monkeypatch, scratchvae.layers, model.params["dec.W_out"],
                         lambda dW: dW * 1.001)
     report = sv.gradcheck(model, x, n_samples=2, tol=FD_RTOL, h=FD_STEP)
     assert not report.passed
@@ -80,20 +81,20 @@ def test_catches_a_transposed_gradient(monkeypatch):
 
 def test_catches_a_wrong_learned_variance_gradient(monkeypatch):
     model, x = small_problem("gaussian", "learned")
-    original = scratchvae.model.gaussian_loglik_backward
+    original = scratchvae._base.gaussian_loglik_backward
 
     def wrong(dll, cache, **kw):
         dout, dlogvar = original(dll, cache, **kw)
         return dout, 0.5 * dlogvar
 
-    monkeypatch.setattr(scratchvae.model, "gaussian_loglik_backward", wrong)
+    monkeypatch.setattr(scratchvae._base, "gaussian_loglik_backward", wrong)
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["dec.logvar"]
 
 
 def test_catches_a_missing_input_gradient_path(monkeypatch):
     model, x = small_problem()
-    monkeypatch.setattr(sv.VAE, "_loglik_dx", lambda self, x, out, dll, params=None: np.zeros_like(x))
+    monkeypatch.setattr(sv.VAE, "_loglik_dx", lambda self, dll, cache, k: np.zeros_like(cache.x))
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["x"]
 
@@ -109,7 +110,7 @@ def test_catches_a_wrong_kl_gradient(monkeypatch):
         return dmu, dlogvar + 0.01 * dkl[:, None]
 
     monkeypatch.setattr(scratchvae.distributions, "gaussian_kl_backward", wrong)
-    monkeypatch.setattr(scratchvae.model, "gaussian_kl_backward", wrong)
+    monkeypatch.setattr(scratchvae.losses, "gaussian_kl_backward", wrong)
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     names = failing(report)
     assert "logvar (KL)" in names and "mu (KL)" not in names
@@ -118,7 +119,7 @@ def test_catches_a_wrong_kl_gradient(monkeypatch):
 
 def test_catches_a_wrong_iwae_gradient(monkeypatch):
     model, x = small_problem()
-    monkeypatch.setattr(scratchvae.model, "log_standard_normal_backward",
+    monkeypatch.setattr(scratchvae.losses, "log_standard_normal_backward",
                         lambda dlp, v: np.zeros_like(v))       # drops d log p(z) / dz
     report = sv.gradcheck(model, x, n_samples=3, objective="iwae", tol=FD_RTOL, h=FD_STEP)
     names = failing(report)

@@ -108,18 +108,16 @@ def test_early_stopping_restores_the_best_params():
 
 
 def sabotage_loss(monkeypatch, model, bad_call, value=np.nan):
-    """Make the ``bad_call``-th training step (1-based; fit calls model._loss_and_grads once per
+    """Make the ``bad_call``-th training step (1-based; fit calls model.loss_and_grads once per
     step) report ``value`` as its loss; record the parameters every step saw."""
-    seen, original = [], model._loss_and_grads
+    seen, original = [], model.loss_and_grads
 
     def wrapped(*a, **kw):
-        if not kw.get("need_grads", True):    # the validation pass, not a step
-            return original(*a, **kw)
         seen.append(snapshot(model))
-        result, grads, dx = original(*a, **kw)
-        return (result._replace(loss=value) if len(seen) == bad_call else result), grads, dx
+        loss, grads = original(*a, **kw)
+        return (value if len(seen) == bad_call else loss), grads
 
-    monkeypatch.setattr(model, "_loss_and_grads", wrapped)
+    monkeypatch.setattr(model, "loss_and_grads", wrapped)
     return seen
 
 
@@ -158,14 +156,13 @@ def test_a_non_finite_optimizer_step_is_undone():
     x, _ = dataset()
     model = new_model()
     before_steps = []
-    original = model._loss_and_grads
+    original = model.loss_and_grads
 
     def recording(*a, **kw):
-        if kw.get("need_grads", True):        # a step, not the validation pass
-            before_steps.append(snapshot(model))
+        before_steps.append(snapshot(model))
         return original(*a, **kw)
 
-    model._loss_and_grads = recording
+    model.loss_and_grads = recording
     with pytest.raises(DivergenceError, match=r"epoch 1, step 4\b"):
         fit(model, x, epochs=2, batch_size=8, optimizer=Exploding(), progress=False)
     assert_params_equal(model, before_steps[3], "those before the exploding step")

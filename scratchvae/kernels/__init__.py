@@ -15,7 +15,11 @@ bad input and never sees it.
 Every kernel that returns arrays also takes a keyword ``ws=None``: with a
 ``scratchvae.kernels.workspace.Workspace`` its outputs and temporaries are that workspace's reused
 buffers (no allocation after the first step of a shape), without one they are fresh arrays. The
-NumPy reference accepts ``ws`` and allocates anyway (it is written for reading).
+NumPy reference accepts ``ws`` and allocates anyway (it is written for reading). Code above the
+kernels never passes ``ws`` itself: ``bind(k, workspace)`` returns a copy of the set ``k`` whose
+array-returning kernels take their outputs from ``workspace``, and layers, distributions, losses
+and models call whichever set they are handed the same way. ``k.empty(shape, dtype)`` is a host
+scratch array from the set's workspace (a fresh one for an unbound set).
 
 Arrays may live on a device: the cuda kernels take host (NumPy) or device arrays and return
 device arrays when any argument is one (NumPy arrays otherwise), so parameters, optimizer state
@@ -53,8 +57,12 @@ adagrad_step         p, g, s, lr, eps                                None (p, s 
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from typing import Callable, NamedTuple
+
+import numpy as np
 
 from ._activation_codes import ACTIVATION_CODES
 from ._validate import validated
@@ -87,9 +95,15 @@ class Kernels(NamedTuple):
     sgd_step: Callable
     adam_step: Callable
     adagrad_step: Callable
+    workspace: object = None   # the Workspace the array kernels are bound to (None: unbound)
+
+    def empty(self, shape, dtype):
+        """A host array of ``shape`` and ``dtype``: the bound workspace's buffer for this position
+        in the step, or a fresh ``np.empty`` when the set is unbound."""
+        return np.empty(shape, dtype) if self.workspace is None else self.workspace.empty(shape, dtype)
 
 
-KERNEL_NAMES = tuple(f for f in Kernels._fields if f != "name")
+KERNEL_NAMES = tuple(f for f in Kernels._fields if f not in ("name", "workspace"))
 
 # backend name -> module providing a function per kernel name; imported lazily so that
 # numba (and numba.cuda) load only when asked for.
@@ -129,4 +143,39 @@ def get_kernels(backend: str, validate: bool = True) -> Kernels:
     return _CACHE[key]
 
 
-__all__ = ["Kernels", "KERNEL_NAMES", "BACKENDS", "ACTIVATION_CODES", "get_kernels"]
+def _takes_ws(fn) -> bool:
+    return "ws" in inspect.signature(fn).parameters
+
+
+def bind(k: Kernels, workspace) -> Kernels:
+    """A copy of the kernel set ``k`` whose array-returning kernels take their outputs and
+    temporaries from ``workspace`` (a ``scratchvae.kernels.workspace.Workspace``; None gives the
+    unbound set back). The kernels that return no arrays (the optimizer updates, ``copyto``,
+    ``all_finite``, ``to_host``, ``to_device``) are shared unchanged.
+
+    Whatever a bound kernel returns lives until the workspace is rewound and the same position
+    is reached again; whoever owns the workspace decides when that is (a model rewinds its own at
+    every ``loss_and_grads``).
+    """
+    if not isinstance(k, Kernels):
+        raise TypeError(f"k must be a Kernels set from get_kernels; got {type(k).__name__}")
+    base = k if k.workspace is None else unbind(k)
+    if workspace is None:
+        return base
+    if not (hasattr(workspace, "empty") and hasattr(workspace, "rewind")):
+        raise TypeError(f"workspace must be a Workspace or None; got {type(workspace).__name__}")
+    bound = {f: functools.partial(getattr(base, f), ws=workspace)
+             for f in KERNEL_NAMES if _takes_ws(getattr(base, f))}
+    return base._replace(workspace=workspace, **bound)
+
+
+def unbind(k: Kernels) -> Kernels:
+    """The unbound set ``k`` was made from by ``bind`` (``k`` itself when it is unbound)."""
+    if k.workspace is None:
+        return k
+    return k._replace(workspace=None, **{f: getattr(k, f).func for f in KERNEL_NAMES
+                                         if isinstance(getattr(k, f), functools.partial)})
+
+
+__all__ = ["Kernels", "KERNEL_NAMES", "BACKENDS", "ACTIVATION_CODES", "get_kernels", "bind",
+           "unbind"]

@@ -199,8 +199,34 @@ def test_every_backend_module_has_every_kernel_with_the_reference_signature(back
             f"{backend}.{name}{inspect.signature(fn)} != numpy_ref.{name}{inspect.signature(getattr(numpy_ref, name))}")
 
 
-def test_kernels_fields_are_the_kernel_names_plus_name():
-    assert Kernels._fields == ("name",) + KERNEL_NAMES
+def test_kernels_fields_are_the_kernel_names_plus_name_and_workspace():
+    assert Kernels._fields == ("name",) + KERNEL_NAMES + ("workspace",)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_bind_takes_the_array_kernels_outputs_from_the_workspace(validate):
+    from scratchvae.kernels import bind, unbind
+    from scratchvae.kernels.workspace import Workspace
+    k = get_kernels("numba", validate=validate)
+    ws = Workspace()
+    kb = bind(k, ws)
+    assert kb.workspace is ws and k.workspace is None and kb.name == "numba"
+    a, b = np.ones((3, 4)), np.ones((4, 2))
+    c1 = kb.matmul(a, b)
+    ws.rewind()
+    c2 = kb.matmul(2 * a, b)
+    assert c2 is c1 and np.array_equal(c1, np.full((3, 2), 8.0)), "the workspace's buffer, reused"
+    assert k.matmul(a, b) is not k.matmul(a, b), "the unbound set still allocates"
+    ws.rewind()
+    e = kb.empty((2,), np.float64)
+    ws.rewind()
+    assert kb.empty((2,), np.float64) is e and k.empty((2,), np.float64) is not e
+    assert kb.adam_step is k.adam_step and kb.to_host is k.to_host   # no arrays returned: shared
+    assert unbind(kb) == k and bind(kb, None) == k
+    with pytest.raises(TypeError, match="workspace"):
+        bind(k, {})
+    with pytest.raises(TypeError, match="Kernels"):
+        bind("numba", ws)
     assert set(BACKEND_MODULES) == set(BACKENDS)
 
 
