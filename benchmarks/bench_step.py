@@ -10,11 +10,20 @@ Run from the repository root (one process, so every ratio compares numbers of on
 
 One step is what ``fit`` does per minibatch:
 
-    result, grads, _ = model._loss_and_grads(x, None, eps, 1.0, "elbo", ws=ws)  # forward, backward
+    loss, grads = model.loss_and_grads(x, eps=eps)     # forward, backward, on the model's buffers
     opt.step(model.params, grads)                      # sv.Adam on the model's backend
 
-with one ``Workspace`` ``ws`` reused across steps, as ``fit`` does (``--workspace off`` passes
-``ws=None``: every kernel output is a fresh array, the behaviour before workspaces existed).
+on the model's own work buffers, reused across steps (``--workspace off`` gives every kernel
+fresh output arrays instead, the behaviour before work buffers existed).
+
+``--own-loop`` times something else: the training loop a user writes from the README,
+
+    loss, grads = model.loss_and_grads(x)              # noise from the model's own stream
+    opt = sv.Adam(lr=1e-3); opt.step(model.params, grads)
+
+beside ``sv.fit``'s step (``fit`` itself, run for a whole epoch of S minibatches of B rows with
+a one-example validation set, divided by S), at B = 1, 32, 128, 512 in both dtypes on
+784-400-20, numba backend (the default).
 
 for ``VAE(D, (H,), d, activation="relu", likelihood="bernoulli")`` with K = 1 sample, a fixed
 ``x`` in [0, 1] and a fixed ``eps``, in float32 and float64.
@@ -65,6 +74,7 @@ because its large temporaries would raise glibc's dynamic mmap threshold for the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -166,23 +176,76 @@ WORKSPACE = True  # --workspace on|off
 def make_step(backend: str, arch: tuple, B: int, dtype, seed: int = 0):
     """A closure running one training step of a fresh model; returns (step, model, opt)."""
     import scratchvae as sv
-    from scratchvae.kernels.workspace import Workspace
     D, hidden, d = arch
     model = sv.VAE(D, hidden, d, activation="relu", likelihood="bernoulli", dtype=dtype,
                    seed=seed, backend=backend)
-    opt = sv.Adam(LR)
-    opt.set_backend(model.backend)
+    if not WORKSPACE:   # a benchmark-only switch: the unbound kernels, fresh arrays every call
+        model._bound = model.kernels
+    opt = sv.Adam(LR, backend=model.backend)
     rng = np.random.default_rng(seed + 1)
     x = rng.random((B, D)).astype(dtype)
     eps = model.draw_eps(1, B, rng)
-    ws = Workspace() if WORKSPACE else None
 
     def step():
-        result, grads, _ = model._loss_and_grads(x, None, eps, 1.0, "elbo", ws=ws)
+        loss, grads = model.loss_and_grads(x, eps=eps)
         opt.step(model.params, grads)
-        return result.loss
+        return loss
 
     return step, model, opt
+
+
+# ============================================================================ own loop vs fit
+def fit_steps(B: int) -> int:
+    """Minibatches per timed fit epoch: enough that the epoch's own work (shuffle, one-example
+    validation pass, history) is spread over many steps."""
+    return max(8, 1024 // B)
+
+
+def make_own_loop_and_fit(arch: tuple, B: int, dtype, seed: int = 0):
+    """Two closures that each run S = fit_steps(B) training steps of their own fresh model
+    (same seed): the README's own loop, and sv.fit for one epoch of S minibatches."""
+    import scratchvae as sv
+    D, hidden, d = arch
+    S = fit_steps(B)
+    rng = np.random.default_rng(seed + 1)
+    x = (rng.random((B * S, D)) < 0.3).astype(dtype)   # binarized, as for the Bernoulli decoder
+
+    own = sv.VAE(D, hidden, d, dtype=dtype, seed=seed)
+    opt = sv.Adam(lr=1e-3)
+    batches = [x[i * B:(i + 1) * B] for i in range(S)]
+
+    def own_loop():
+        for xb in batches:
+            loss, grads = own.loss_and_grads(xb)
+            opt.step(own.params, grads)
+
+    fitted = sv.VAE(D, hidden, d, dtype=dtype, seed=seed)
+    fit_opt = sv.Adam(lr=1e-3)
+    counter = iter(range(10**9))
+
+    def fit_epoch():
+        sv.fit(fitted, x, x_val=x[:1], epochs=1, batch_size=B, optimizer=fit_opt,
+               seed=next(counter), progress=False)
+
+    return own_loop, fit_epoch, S
+
+
+def time_own_loop(batches, dtypes, min_time, rounds, seed=0):
+    """The own loop and fit's step in interleaved rounds per (dtype, B); rows of ms per step."""
+    rows = []
+    for dt in dtypes:
+        for B in batches:
+            own_loop, fit_epoch, S = make_own_loop_and_fit(ARCHS["784-400-20"], B, dt, seed)
+            own_loop()
+            fit_epoch()
+            R = C.interleaved_times({"own": own_loop, "fit": fit_epoch}, min_time, rounds)
+            own, fit_ = R.median("own") / S * 1e3, R.median("fit") / S * 1e3
+            rows.append([np.dtype(dt).name, B, S, C.fmt(own, ".3f"), C.fmt(fit_, ".3f"),
+                         C.fmt(R.ratio("own", "fit"), ".3f"),
+                         C.fmt(R.best("own") / R.best("fit"), ".3f")])
+            print(f"  done {np.dtype(dt).name} B={B}: own {own:.3f} ms, fit {fit_:.3f} ms per step",
+                  flush=True)
+    return rows
 
 
 # ============================================================================ PyTorch step
@@ -366,6 +429,7 @@ def time_breakdown(archs, batches, dtypes, backends, min_time, repeats, seed=0):
                     acc = dict.fromkeys(KERNEL_NAMES, 0.0)
 
                     def timed(name, fn):
+                        @functools.wraps(fn)   # keeps the signature, so bind() sees ``ws``
                         def wrapper(*args, **kwargs):
                             t0 = time.perf_counter()
                             r = fn(*args, **kwargs)
@@ -373,9 +437,11 @@ def time_breakdown(archs, batches, dtypes, backends, min_time, repeats, seed=0):
                             return r
                         return wrapper
 
-                    k = model._k
+                    from scratchvae.kernels import bind
+                    k = model.kernels
                     wrapped = k._replace(**{n: timed(n, getattr(k, n)) for n in KERNEL_NAMES})
-                    model._k = wrapped  # the kernel set only; model.backend is unchanged
+                    # the kernel sets only (benchmark-only surgery); model.backend is unchanged
+                    model._bound = bind(wrapped, model._workspace) if WORKSPACE else wrapped
                     opt._k = wrapped
                     for _ in range(3):
                         step()
@@ -430,7 +496,7 @@ def time_fit_guards(dtypes, min_time, repeats, seed=0):
     rows = []
     for dt in dtypes:
         _, model, _ = make_step("numba", ARCHS["784-400-20"], 1, dt, seed)
-        k, params = model._k, model.params
+        k, params = model.kernels, model.params
         grads = {key: np.full_like(v, 1e-3) for key, v in params.items()}
         backup = {key: np.empty_like(v) for key, v in params.items()}
 
@@ -473,6 +539,9 @@ def main(argv=None):
     parser.add_argument("--workspace", choices=("on", "off"), default="on",
                         help="reuse one Workspace across steps as fit does (on), or give every "
                              "kernel fresh output arrays (off)")
+    parser.add_argument("--own-loop", action="store_true",
+                        help="only time the README's own training loop beside fit's step "
+                             "(784-400-20, numba)")
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     parser.add_argument("--json", default=None, help="also write every round's times to this file")
     args = parser.parse_args(argv)
@@ -495,9 +564,9 @@ def main(argv=None):
     if args.cold:  # before numba is imported
         os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="scratchvae-numba-cache-")
 
-    # torch first (if wanted): its OpenMP runtime then starts with the user's environment, not
-    # with the OMP_WAIT_POLICY=passive that ``import scratchvae`` sets for numba's pool.
-    torch_adams = [] if args.torch_adam == "none" else [s for s in args.torch_adam.split(",") if s]
+    # torch first (if wanted), so its OpenMP runtime starts before anything else is loaded
+    torch_adams = ([] if args.torch_adam == "none" or args.own_loop
+                   else [s for s in args.torch_adam.split(",") if s])
     torch_note = ""
     if torch_adams:
         ok, info = torch_available()
@@ -510,7 +579,21 @@ def main(argv=None):
             torch_note = f"torch not importable ({info}): PyTorch rows skipped"
             torch_adams = []
     C.add_repo_to_path()
-    import scratchvae  # noqa: F401  (sets OMP_WAIT_POLICY before numba starts)
+    import scratchvae  # noqa: F401
+    if args.own_loop:
+        print(f"# bench_step.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        for line in C.env_report(INITIAL_ENV):
+            print("# " + line)
+        for line in C.threadpool_summary():
+            print("# " + line)
+        print(f"\n## own loop vs fit's step (784-400-20, numba, ms per step; {repeats} "
+              f"interleaved rounds; own/fit = median of the per-round ratios, best = ratio of the "
+              f"best rounds)", flush=True)
+        rows = time_own_loop(batches, dtypes, min_time, repeats)
+        print(C.format_table(["dtype", "B", "steps S", "own loop ms", "fit step ms", "own/fit",
+                              "best/best"], rows, args.markdown))
+        return
     for be in backends:
         scratchvae.kernels.get_kernels(be)  # fail early on an unavailable backend
 

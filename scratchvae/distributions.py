@@ -216,7 +216,7 @@ def bernoulli_loglik_dx(dll, cache: LikelihoodCache, *, k: Kernels):
 
     Shapes: dll (K, B) -> dx (B, D).
     Equation: d/dx_i [x_i out_i - softplus(out_i)] = out_i, so dx = sum_k dll_k * out_k.
-    Derivation: docs/derivations.md, "Bernoulli likelihood".
+    Derivation: docs/derivations.md, "Input gradient".
     """
     return (k.to_host(dll)[..., None] * k.to_host(cache.out)).sum(axis=0)
 
@@ -244,7 +244,7 @@ def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
 def gaussian_loglik_dx(dll, cache: LikelihoodCache, *, k: Kernels):
     """Gradient with respect to the data x, on the host. Shapes: dll (K, B) -> dx (B, D).
     Equation: dx = -sum_k dll_k * (x - out_k) exp(-logvar)  (the negative of dout, summed over k).
-    Derivation: docs/derivations.md, "Gaussian likelihood"."""
+    Derivation: docs/derivations.md, "Input gradient"."""
     x, out, logvar = (k.to_host(a) for a in cache)
     return -(k.to_host(dll)[..., None] * (x - out)).sum(axis=0) * np.exp(-logvar)
 

@@ -62,16 +62,17 @@ class VAECase:
         return sum(v.size for v in sv.VAE(**self.model_kwargs("float64")).params.values())
 
 
-def build(case: VAECase, dtype=None):
+def build(case: VAECase, dtype=None, backend="numpy"):
     """(model, x, eps) for ``case``: a VAE whose parameters are the seeded initialisation plus a
     seeded perturbation (so biases and ``dec.logvar`` are not zero), data in the likelihood's
     support, and standard-normal noise of shape (K, B, d). All in ``dtype`` (default the case's).
+    The model runs on ``backend``, the readable reference unless a test asks for another.
 
     The perturbation, x and eps are drawn in float64 and then cast, so the float32 and float64
     builds of a case hold the same numbers up to one rounding.
     """
     dtype = np.dtype(dtype or case.dtype)
-    model = sv.VAE(**case.model_kwargs(dtype.name))
+    model = sv.VAE(**case.model_kwargs(dtype.name), backend=backend)
     rng = np.random.default_rng(case.data_seed)
     for key, v in model.params.items():
         if key == "dec.logvar":

@@ -68,16 +68,120 @@ def test_training_a_few_steps_gives_the_same_parameters(dtype, objective):
 
 
 def test_switching_backend_keeps_parameters_and_validates_the_name():
-    model = sv.VAE(5, hidden_dims=(4,), latent_dim=2)
+    model = sv.VAE(5, hidden_dims=(4,), latent_dim=2, backend="numpy")
     before = {k: v.copy() for k, v in model.params.items()}
     model.backend = "numba"
-    assert model.backend == "numba" and model._k is get_kernels("numba", validate=False)
+    assert model.backend == "numba" and model.kernels is get_kernels("numba", validate=False)
     assert all(np.array_equal(before[k], model.params[k]) for k in before)
     with pytest.raises(ValueError, match="backend"):
         model.backend = "tpu"
     assert model.backend == "numba", "a rejected backend leaves the model as it was"
     with pytest.raises(ValueError, match="backend"):
         sv.VAE(5, backend="torch")
+
+
+# ------------------------------------------------------------------ every model class
+def _small(cls, backend="numpy", dtype="float64", likelihood="bernoulli", output_var=1.0,
+           activation="tanh", seed=0):
+    """A small model of class ``cls`` with its biases (and learned variance) moved off zero."""
+    kw = dict(activation=activation, likelihood=likelihood, output_var=output_var, dtype=dtype,
+              seed=seed, backend=backend)
+    if cls is sv.CVAE:
+        m = sv.CVAE(5, 3, hidden_dims=(6,), latent_dim=2, **kw)
+    elif cls is sv.HVAE:
+        m = sv.HVAE(5, latent_dims=(3, 2), hidden_dims=((6,), (4,)), **kw)
+    else:
+        m = sv.VAE(5, hidden_dims=(6,), latent_dim=2, **kw)
+    rng = np.random.default_rng(seed + 100)
+    for key, v in m.params.items():
+        if ".b" in key or key == "dec.logvar":
+            v += (0.3 * rng.standard_normal(v.shape)).astype(v.dtype)
+    return m
+
+
+def _batch(model, B, rng):
+    """Data (and labels for a conditional model) as keyword arguments of the model's methods."""
+    kw = {"x": rng.random((B, model.input_dim)).astype(model.dtype)}
+    if model.conditional:
+        kw["y"] = rng.integers(0, model.n_classes, B)
+    return kw
+
+
+FAMILY = [sv.VAE, sv.CVAE, sv.HVAE]
+FAMILY_IDS = [c.__name__ for c in FAMILY]
+
+
+@pytest.mark.parametrize("cls", FAMILY, ids=FAMILY_IDS)
+def test_every_model_and_optimizer_defaults_to_the_numba_kernels(cls):
+    config = {key: v for key, v in _small(cls).config.items() if key != "backend"}
+    m = cls(**config)
+    assert m.backend == "numba" and m.kernels is get_kernels("numba", validate=False)
+    opt = sv.Adam(lr=0.1)
+    assert opt.backend is None, "no backend fixed: the kernels follow the arrays"
+    p = {"w": np.ones(2)}
+    opt.step(p, {"w": np.ones(2)})
+    # Adam's first step: mhat = g, vhat = g^2, so p -= lr * g / (|g| + eps)
+    np.testing.assert_allclose(p["w"], 1.0 - 0.1 / (1.0 + 1e-8), rtol=1e-15)
+
+
+@pytest.mark.parametrize("cls", FAMILY, ids=FAMILY_IDS)
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_numba_matches_numpy_for_every_model(cls, objective, dtype):
+    rtol = RTOL[dtype]
+    for likelihood, ov, act in (("bernoulli", 1.0, "relu"), ("gaussian", "learned", "tanh")):
+        m = _small(cls, dtype=dtype.name, likelihood=likelihood, output_var=ov, activation=act)
+        mn = cls(**dict(m.config, backend="numba"))
+        mn.params = {key: v.copy() for key, v in m.params.items()}
+        rng = np.random.default_rng(10)
+        kw = _batch(m, 6, rng)
+        eps = m.draw_eps(3, 6, rng)
+        l0, g0 = m.loss_and_grads(n_samples=3, eps=eps, objective=objective, **kw)
+        l1, g1 = mn.loss_and_grads(n_samples=3, eps=eps, objective=objective, **kw)
+        assert abs(l1 - l0) <= rtol * abs(l0)
+        for key in g0:
+            assert g1[key].dtype == dtype, key
+            err = np.linalg.norm(g1[key] - g0[key]) / max(np.linalg.norm(g0[key]), 1e-3)
+            assert err <= rtol, f"{likelihood} {key}: normwise error {err:.2e}"
+
+
+@pytest.mark.parametrize("cls", FAMILY, ids=FAMILY_IDS)
+def test_the_aliasing_rule_holds_for_every_model(cls):
+    """Gradients live in the model's buffers until its next loss_and_grads: the other methods
+    leave them alone, the next call overwrites them in place."""
+    m = _small(cls, backend="numba")
+    rng = np.random.default_rng(3)
+    kw = _batch(m, 4, rng)
+    eps, eps2 = m.draw_eps(2, 4, rng), m.draw_eps(2, 4, rng)
+    _, g1 = m.loss_and_grads(n_samples=2, eps=eps, **kw)
+    kept = {key: g.copy() for key, g in g1.items()}
+    m.loss(n_samples=2, eps=eps2, **kw)
+    m.elbo(n_samples=2, eps=eps2, **kw)
+    m.encode(**kw)
+    m.log_likelihood(k=3, rng=np.random.default_rng(0), **kw)
+    assert all(np.array_equal(g1[key], kept[key]) for key in g1), "another method clobbered them"
+    _, g2 = m.loss_and_grads(n_samples=2, eps=eps2, **kw)
+    assert all(g2[key] is g1[key] for key in g1)
+    assert any(not np.array_equal(g1[key], kept[key]) for key in g1), "overwritten in place"
+
+
+@pytest.mark.parametrize("cls,objective", [(sv.VAE, "elbo"), (sv.CVAE, "elbo"),
+                                           (sv.HVAE, "elbo"), (sv.HVAE, "iwae")],
+                         ids=["VAE", "CVAE", "HVAE", "HVAE-iwae"])
+def test_fit_trains_every_model(cls, objective):
+    from scratchvae.data import load_digits
+    x_tr, y_tr, x_val, y_val, *_ = load_digits(seed=0)
+    if cls is sv.CVAE:
+        m, labels = sv.CVAE(64, 10, hidden_dims=(32,), latent_dim=4, seed=0), True
+    elif cls is sv.HVAE:
+        m, labels = sv.HVAE(64, latent_dims=(6, 3), hidden_dims=((32,), (16,)), seed=0), False
+    else:
+        m, labels = sv.VAE(64, hidden_dims=(32,), latent_dim=4, seed=0), False
+    kw = dict(y_train=y_tr[:400], y_val=y_val[:100]) if labels else {}
+    h = sv.fit(m, x_tr[:400], x_val=x_val[:100], epochs=4, batch_size=50,
+               n_samples=2 if objective == "iwae" else 1, objective=objective,
+               optimizer=sv.Adam(lr=3e-3), progress=False, **kw)
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    assert h["val_loss"][-1] < h["val_loss"][0]
 
 
 @pytest.mark.skipif(bool(config.ENABLE_CUDASIM), reason="the simulator makes 'cuda' available")

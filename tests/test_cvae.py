@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 import scratchvae as sv
 from scratchvae.cvae import CVAE, cvae_analogies
-from scratchvae.data import load_digits
 from scratchvae.model import VAE
 from scratchvae.train import fit
 from tests.conftest import FD_RTOL, RTOL
@@ -388,32 +387,5 @@ def test_load_as_wrong_class(tmp_path):
         CVAE.load(vpath)
 
 
-def test_fit_trains():
-    x_tr, y_tr, x_val, y_val, *_ = load_digits(seed=0)
-    m = CVAE(64, 10, hidden_dims=(32,), latent_dim=4, seed=0)
-    h = fit(m, x_tr[:400], x_val=x_val[:100], y_train=y_tr[:400], y_val=y_val[:100],
-                     epochs=4, batch_size=50, optimizer=sv.Adam(lr=3e-3), progress=False)
-    assert h["train_loss"][-1] < h["train_loss"][0]
-    assert h["val_loss"][-1] < h["val_loss"][0]
-
-
-# ====================================================================== backends
-
-
-@pytest.mark.parametrize("objective", ["elbo", "iwae"])
-def test_numba_matches_numpy(objective, dtype):
-    rtol = RTOL[dtype]
-    for likelihood, ov, act in (("bernoulli", 1.0, "relu"), ("gaussian", "learned", "tanh")):
-        m = small(dtype=dtype.name, likelihood=likelihood, output_var=ov, activation=act)
-        mn = CVAE(**dict(m.config, backend="numba"))
-        mn.params = {key: v.copy() for key, v in m.params.items()}
-        rng = np.random.default_rng(10)
-        x, y = data(m, 6, rng)
-        eps = m.draw_eps(3, 6, rng)
-        l0, g0 = m.loss_and_grads(x, y, n_samples=3, eps=eps, objective=objective)
-        l1, g1 = mn.loss_and_grads(x, y, n_samples=3, eps=eps, objective=objective)
-        assert abs(l1 - l0) <= rtol * abs(l0)
-        for key in g0:
-            assert g1[key].dtype == dtype, key
-            err = np.linalg.norm(g1[key] - g0[key]) / max(np.linalg.norm(g0[key]), 1e-3)
-            assert err <= rtol, f"{likelihood} {key}: normwise error {err:.2e}"
+# The training and backend tests that every model class shares are parametrized over the
+# classes in tests/test_backends.py.

@@ -17,6 +17,7 @@ def test_examples_exist():
     assert len(EXAMPLES) >= 8, EXAMPLES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
 def test_example_runs_quick(script, tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg",

@@ -8,13 +8,14 @@ the buffer that the same call returned last step, allocating only when a (positi
 dtype) is new. The last minibatch of an epoch is usually smaller; its buffers are kept beside
 the full-size ones, so an epoch's two shapes alternate without reallocating.
 
-It lives with the kernels, which import nothing else from scratchvae (STYLE.md 3.1). Every
-kernel takes ``ws=None`` (``scratchvae/kernels/__init__.py``): with ``None`` its outputs
-and temporaries are fresh arrays (what a reader calling a kernel expects); with a Workspace they
-are the workspace's buffers. The price of reuse is aliasing: whatever a step returned (loss
-terms, gradients, caches) is overwritten by the next step that rewinds the same workspace. So
-``fit`` owns one workspace per training run and consumes each step's gradients before the next;
-public calls such as ``model.loss_and_grads`` allocate fresh arrays unless given a workspace.
+It lives with the kernels, which import nothing else from scratchvae. Every array-returning
+kernel takes ``ws=None`` (``scratchvae/kernels/__init__.py``): with ``None`` its outputs and
+temporaries are fresh arrays (what a reader calling a kernel expects); with a Workspace they are
+the workspace's buffers. Code above the kernels never passes ``ws``: ``kernels.bind(k, ws)``
+gives a kernel set whose kernels take it. The price of reuse is aliasing: whatever a step
+returned (loss terms, gradients, caches) is overwritten by the next step that rewinds the same
+workspace. Each model owns one workspace and rewinds it at every ``loss_and_grads``, so the
+gradients it returns stay valid until its next ``loss_and_grads``.
 """
 from __future__ import annotations
 
