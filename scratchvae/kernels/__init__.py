@@ -53,7 +53,22 @@ copyto               dst, src (same shape)                           None (dst[.
 sgd_step             p, g, velocity, lr, momentum                    None (p, velocity in place)
 adam_step            p, g, m, v, lr, beta1, beta2, eps, t            None (p, m, v in place)
 adagrad_step         p, g, s, lr, eps                                None (p, s in place)
+-------------------  ----------------------------------------------  ---------------------------
+vq_assign            z (N, e), codebook (C, e)                       idx (N,) int64: nearest code
+gather_fwd           table (C, e), idx (N,) int64                    rows (N, e) = table[idx]
+gather_bwd           drows (N, e), idx (N,), n_rows (int C)          (dtable (C, e), counts (C,))
+sqdist_fwd           a (N, e), b (N, e)                              d (N,) = sum_j (a - b)^2
+sqdist_bwd           dd (N,), a, b                                   da (N, e) = 2 dd (a - b)
+vq_ema               ema_count (C,), ema_sum (C, e), counts (C,),    (count (C,), sum (C, e),
+                     sums (C, e), decay, eps                          codebook (C, e))
 ===================  ==============================================  ===========================
+
+The last block is the vector quantisation of the VQ-VAE: ``N`` rows of size ``e`` (the B * m
+encoder outputs), a codebook of ``C`` rows. ``vq_assign`` breaks ties to the smallest code
+number; ``gather_bwd`` is the gather's backward (a scatter-add into the table rows, rows added
+in order) with the number of rows sent to each code; ``sqdist_bwd`` differentiates the first
+argument only (the other is behind a stop-gradient); ``vq_ema`` is one exponential-moving-average
+step of the codebook with Laplace-smoothed counts (van den Oord et al. 2017, appendix A.1).
 """
 from __future__ import annotations
 
@@ -95,6 +110,13 @@ class Kernels(NamedTuple):
     sgd_step: Callable
     adam_step: Callable
     adagrad_step: Callable
+    # ---- vector quantisation (VQ-VAE)
+    vq_assign: Callable
+    gather_fwd: Callable
+    gather_bwd: Callable
+    sqdist_fwd: Callable
+    sqdist_bwd: Callable
+    vq_ema: Callable
     workspace: object = None   # the Workspace the array kernels are bound to (None: unbound)
 
     def empty(self, shape, dtype):

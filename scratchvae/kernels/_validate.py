@@ -10,7 +10,9 @@ Each kernel's arguments are written as in the table of ``kernels/__init__.py``: 
 a 2-D array whose axes are named M and N, and every axis name must have one size across the
 arguments of a call; ``"p:*"`` is an array of any shape that every other ``*`` argument of the
 call shares; a name without a colon is a scalar (``act`` an activation code, ``t`` a step count,
-any other a finite number).
+``n_rows`` a count >= 1, any other a finite number). An argument named ``idx`` is an int64
+array of row numbers, each in [0, bound) for the bound ``INDEX_BOUNDS`` names (checked on host
+arrays; a device array's values are not read back).
 """
 from __future__ import annotations
 
@@ -48,7 +50,18 @@ SPECS = {
     "sgd_step": ("p:*", "g:*", "velocity:*", "lr", "momentum"),
     "adam_step": ("p:*", "g:*", "m:*", "v:*", "lr", "beta1", "beta2", "eps", "t"),
     "adagrad_step": ("p:*", "g:*", "s:*", "lr", "eps"),
+    # ---- vector quantisation (VQ-VAE)
+    "vq_assign": ("z:N,e", "codebook:C,e"),
+    "gather_fwd": ("table:C,e", "idx:N"),
+    "gather_bwd": ("drows:N,e", "idx:N", "n_rows"),
+    "sqdist_fwd": ("a:N,e", "b:N,e"),
+    "sqdist_bwd": ("dd:N", "a:N,e", "b:N,e"),
+    "vq_ema": ("ema_count:C", "ema_sum:C,e", "counts:C", "sums:C,e", "decay", "eps"),
 }
+# int64 arrays of row numbers (every other array argument is of the call's float dtype), and
+# per kernel what bounds them: an axis of another argument or a scalar argument.
+INDEX_ARRAYS = ("idx",)
+INDEX_BOUNDS = {"gather_fwd": "C", "gather_bwd": "n_rows"}
 IN_PLACE = {"copyto": ("dst",), "sgd_step": ("p", "velocity"), "adam_step": ("p", "m", "v"),
             "adagrad_step": ("p", "s")}
 
@@ -68,21 +81,27 @@ def _parse(spec):
 def check_kernel_args(kernel: str, args: tuple, ws=None) -> None:
     """Raise ValueError/TypeError naming the kernel and the argument unless ``args`` (in the
     order of ``SPECS[kernel]``) fit it: shapes, one float dtype, in-place arrays writeable,
-    scalars finite, ``ws`` a Workspace or None."""
+    scalars finite, row numbers in range, ``ws`` a Workspace or None."""
     specs = [_parse(s) for s in SPECS[kernel]]
     sizes, star, dtype, first = {}, None, None, None
+    scalars, index = {}, None
     for (name, axes), a in zip(specs, args):
         where = f"{kernel}: {name}"
         if axes is None:
             _check_scalar(where, name, a)
+            scalars[name] = a
             continue
         if not (isinstance(a, np.ndarray) or is_device_array(a)):
             raise TypeError(f"{where} must be a numpy.ndarray (or a device array of the cuda "
                             f"backend); got {type(a).__name__}")
         dt = np.dtype(a.dtype)
-        if dt not in FLOAT_DTYPES:
+        if name in INDEX_ARRAYS:  # row numbers: int64 whatever the float dtype of the call
+            if dt != np.dtype(np.int64):
+                raise ValueError(f"{where} must have dtype int64 (row numbers); got {dt.name}")
+            index = a
+        elif dt not in FLOAT_DTYPES:
             raise ValueError(f"{where} must have dtype float32 or float64; got {dt.name}")
-        if dtype is None:
+        elif dtype is None:
             dtype, first = dt, name
         elif dt != dtype:
             raise ValueError(f"{where} has dtype {dt.name} but {first} has {dtype.name}; "
@@ -106,6 +125,13 @@ def check_kernel_args(kernel: str, args: tuple, ws=None) -> None:
                 sizes.setdefault(axis, (n, name))
         if name in IN_PLACE.get(kernel, ()) and isinstance(a, np.ndarray) and not a.flags.writeable:
             raise ValueError(f"{where} is updated in place, so it must be writeable")
+    if index is not None and kernel in INDEX_BOUNDS and isinstance(index, np.ndarray) and index.size:
+        bound_name = INDEX_BOUNDS[kernel]
+        bound = scalars[bound_name] if bound_name in scalars else sizes[bound_name][0]
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= bound:
+            raise ValueError(f"{kernel}: idx must hold row numbers in [0, {bound}) "
+                             f"({bound_name} = {bound}); got values in [{lo}, {hi}]")
     if ws is not None and not (hasattr(ws, "empty") and hasattr(ws, "rewind")):
         raise TypeError(f"{kernel}: ws must be a Workspace or None; got {type(ws).__name__}")
 
@@ -116,6 +142,9 @@ def _check_scalar(where, name, v):
                 or int(v) not in ACTIVATION_CODES.values():
             raise ValueError(f"{where} must be an activation code, one of "
                              f"{sorted(ACTIVATION_CODES.values())} ({ACTIVATION_CODES}); got {v!r}")
+    elif name == "n_rows":
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{where} must be the number of rows, an int >= 1; got {v!r}")
     elif name == "t":
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{where} must be the step count, an int >= 1; got {v!r}")

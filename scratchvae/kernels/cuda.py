@@ -750,3 +750,172 @@ def adagrad_step(p, g, s, lr, eps):
     """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
     t = p.dtype.type
     _update_in_place(_adagrad_kernel, (p, s), g, (t(lr), t(eps)))
+
+
+# ================================================================ vector quantisation (VQ-VAE)
+# N rows of e numbers (N = B * m slots), a codebook of C rows; idx arrays are int64 in [0, C).
+# Sums run in the reference's order, one thread per output, no atomics: the scatter-add is one
+# thread per (code, coordinate) scanning the N assignments in order, so it is deterministic.
+@cuda.jit
+def _vq_assign_kernel(z, codebook, idx):
+    """idx[n] = argmin_c sum_j (z[n, j] - codebook[c, j])^2 (strict <: smallest c on a tie);
+    one thread per row n."""
+    n = cuda.grid(1)
+    if n < z.shape[0]:
+        zero = z.dtype.type(0)
+        best = 0
+        best_d2 = zero
+        for c in range(codebook.shape[0]):
+            acc = zero
+            for j in range(z.shape[1]):
+                diff = z[n, j] - codebook[c, j]
+                acc += diff * diff
+            if c == 0 or acc < best_d2:
+                best = c
+                best_d2 = acc
+        idx[n] = best
+
+
+def vq_assign(z, codebook, *, ws=None):
+    """idx_n = argmin_c ||z_n - codebook_c||^2, ties to the smallest c: (N, e), (C, e) -> (N,) int64."""
+    on_device = _any_on_device(z, codebook)
+    d_z, d_cb = _dev(ws, z, codebook)
+    d_idx = _device_empty(ws, z.shape[0], np.int64)
+    _launch_1d(_vq_assign_kernel, z.shape[0], d_z, d_cb, d_idx)
+    return _result(ws, on_device, d_idx)
+
+
+@cuda.jit
+def _gather_fwd_kernel(table, idx, rows):
+    """rows[n, j] = table[idx[n], j]; one thread per element of rows (N, e)."""
+    t = cuda.grid(1)
+    n_, e_ = rows.shape
+    if t < n_ * e_:
+        n = t // e_
+        j = t % e_
+        rows[n, j] = table[idx[n], j]
+
+
+def gather_fwd(table, idx, *, ws=None):
+    """rows_n = table[idx_n]: (C, e), (N,) -> (N, e)."""
+    on_device = _any_on_device(table, idx)
+    d_table, d_idx = _dev(ws, table, idx)
+    d_rows = _device_empty(ws, (idx.shape[0], table.shape[1]), table.dtype)
+    _launch_1d(_gather_fwd_kernel, idx.shape[0] * table.shape[1], d_table, d_idx, d_rows)
+    return _result(ws, on_device, d_rows)
+
+
+@cuda.jit
+def _gather_bwd_kernel(drows, idx, dtable):
+    """dtable[c, j] = sum of drows[n, j] over n with idx[n] = c, n in order; one thread per
+    element of dtable (C, e)."""
+    t = cuda.grid(1)
+    c_, e_ = dtable.shape
+    if t < c_ * e_:
+        c = t // e_
+        j = t % e_
+        acc = dtable.dtype.type(0)
+        for n in range(idx.shape[0]):
+            if idx[n] == c:
+                acc += drows[n, j]
+        dtable[c, j] = acc
+
+
+@cuda.jit
+def _count_kernel(idx, counts):
+    """counts[c] = #{n: idx[n] = c}; one thread per code."""
+    c = cuda.grid(1)
+    if c < counts.shape[0]:
+        one = counts.dtype.type(1)
+        count = counts.dtype.type(0)
+        for n in range(idx.shape[0]):
+            if idx[n] == c:
+                count += one
+        counts[c] = count
+
+
+def gather_bwd(drows, idx, n_rows, *, ws=None):
+    """dtable_c = sum_{n: idx_n = c} drows_n (n_rows, e); counts_c = #{n: idx_n = c} (n_rows,)."""
+    on_device = _any_on_device(drows, idx)
+    d_drows, d_idx = _dev(ws, drows, idx)
+    d_dtable = _device_empty(ws, (n_rows, drows.shape[1]), drows.dtype)
+    d_counts = _device_empty(ws, n_rows, drows.dtype)
+    _launch_1d(_gather_bwd_kernel, n_rows * drows.shape[1], d_drows, d_idx, d_dtable)
+    _launch_1d(_count_kernel, n_rows, d_idx, d_counts)
+    return _result(ws, on_device, d_dtable), _result(ws, on_device, d_counts)
+
+
+@cuda.jit
+def _sqdist_fwd_kernel(a, b, d):
+    """d[n] = sum_j (a[n, j] - b[n, j])^2; one thread per row n."""
+    n = cuda.grid(1)
+    if n < a.shape[0]:
+        acc = d.dtype.type(0)
+        for j in range(a.shape[1]):
+            r = a[n, j] - b[n, j]
+            acc += r * r
+        d[n] = acc
+
+
+def sqdist_fwd(a, b, *, ws=None):
+    """d_n = ||a_n - b_n||^2, (N, e) x (N, e) -> (N,)."""
+    on_device = _any_on_device(a, b)
+    d_a, d_b = _dev(ws, a, b)
+    d_d = _device_empty(ws, a.shape[0], a.dtype)
+    _launch_1d(_sqdist_fwd_kernel, a.shape[0], d_a, d_b, d_d)
+    return _result(ws, on_device, d_d)
+
+
+@cuda.jit
+def _sqdist_bwd_kernel(dd, a, b, da):
+    """da[n, j] = (2 dd[n]) (a[n, j] - b[n, j]); one thread per element of (N, e)."""
+    t = cuda.grid(1)
+    n_, e_ = a.shape
+    if t < n_ * e_:
+        n = t // e_
+        j = t % e_
+        da[n, j] = (da.dtype.type(2) * dd[n]) * (a[n, j] - b[n, j])
+
+
+def sqdist_bwd(dd, a, b, *, ws=None):
+    """da = 2 dd (a - b), (N, e): the gradient with respect to ``a``; ``b`` held fixed."""
+    on_device = _any_on_device(dd, a, b)
+    d_dd, d_a, d_b = _dev(ws, dd, a, b)
+    d_da = _device_empty(ws, a.shape, a.dtype)
+    _launch_1d(_sqdist_bwd_kernel, a.size, d_dd, d_a, d_b, d_da)
+    return _result(ws, on_device, d_da)
+
+
+@cuda.jit
+def _vq_ema_kernel(ema_count, ema_sum, counts, sums, decay, one_m_decay, c_eps, eps,
+                   count, ema, codebook):
+    """count, ema, codebook of numpy_ref.vq_ema; one thread per code c, each summing the C new
+    counts itself, in order (C is small: no cross-thread reduction to get wrong)."""
+    c = cuda.grid(1)
+    n_codes, e_ = ema_sum.shape
+    if c < n_codes:
+        total = count.dtype.type(0)
+        for i in range(n_codes):
+            total += decay * ema_count[i] + one_m_decay * counts[i]
+        own = decay * ema_count[c] + one_m_decay * counts[c]
+        count[c] = own
+        smoothed = (own + eps) / (total + c_eps) * total
+        for j in range(e_):
+            m = decay * ema_sum[c, j] + one_m_decay * sums[c, j]
+            ema[c, j] = m
+            codebook[c, j] = m / smoothed
+
+
+def vq_ema(ema_count, ema_sum, counts, sums, decay, eps, *, ws=None):
+    """One EMA step of the codebook with Laplace-smoothed counts; returns (count (C,), sum (C, e),
+    codebook (C, e)). Equations: numpy_ref.vq_ema."""
+    on_device = _any_on_device(ema_count, ema_sum, counts, sums)
+    d_ec, d_es, d_counts, d_sums = _dev(ws, ema_count, ema_sum, counts, sums)
+    t = ema_sum.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
+    d_count = _device_empty(ws, ema_count.shape, ema_count.dtype)
+    d_ema = _device_empty(ws, ema_sum.shape, ema_sum.dtype)
+    d_codebook = _device_empty(ws, ema_sum.shape, ema_sum.dtype)
+    _launch_1d(_vq_ema_kernel, ema_count.shape[0], d_ec, d_es, d_counts, d_sums, t(decay),
+               t(1.0 - decay), t(ema_sum.shape[0] * eps), t(eps), d_count, d_ema, d_codebook)
+    return (_result(ws, on_device, d_count), _result(ws, on_device, d_ema),
+            _result(ws, on_device, d_codebook))

@@ -645,3 +645,139 @@ def adagrad_step(p, g, s, lr, eps):
     """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
     t = p.dtype.type
     _update_in_place(_adagrad, (p, s), g, (t(lr), t(eps)))
+
+
+# ================================================================ vector quantisation (VQ-VAE)
+# N rows of e numbers (N = B * m slots), a codebook of C rows; idx arrays are int64 in [0, C).
+# Every sum runs in the reference's order (coordinates 0..e-1; rows 0..N-1 per code), so the
+# distances, hence the chosen codes, and the scatter-adds agree with numpy_ref to the bit.
+@cached_njit(**STRICT)
+def _vq_assign(z, codebook, idx):
+    """idx[n] = argmin_c sum_j (z[n, j] - codebook[c, j])^2; strict < keeps the smallest c on
+    a tie. No fastmath: reassociating the sum could break a tie differently from the reference."""
+    n_, e_ = z.shape
+    zero = z.dtype.type(0)
+    for n in range(n_):
+        best = 0
+        best_d2 = zero
+        for c in range(codebook.shape[0]):
+            acc = zero
+            for j in range(e_):
+                diff = z[n, j] - codebook[c, j]
+                acc += diff * diff
+            if c == 0 or acc < best_d2:
+                best, best_d2 = c, acc
+        idx[n] = best
+
+
+def vq_assign(z, codebook, *, ws=None):
+    """idx_n = argmin_c ||z_n - codebook_c||^2, ties to the smallest c: (N, e), (C, e) -> (N,) int64."""
+    z, codebook = _c(z), _c(codebook)
+    idx = empty(ws, z.shape[0], np.int64)
+    _vq_assign(z, codebook, idx)
+    return idx
+
+
+@cached_njit(**STRICT)
+def _gather_fwd(table, idx, rows):
+    """rows[n, :] = table[idx[n], :], written into rows (N, e)."""
+    for n in range(idx.shape[0]):
+        for j in range(table.shape[1]):
+            rows[n, j] = table[idx[n], j]
+
+
+def gather_fwd(table, idx, *, ws=None):
+    """rows_n = table[idx_n]: (C, e), (N,) -> (N, e)."""
+    table, idx = _c(table), _c(idx)
+    rows = empty(ws, (idx.shape[0], table.shape[1]), table.dtype)
+    _gather_fwd(table, idx, rows)
+    return rows
+
+
+@cached_njit(**STRICT)
+def _gather_bwd(drows, idx, dtable, counts):
+    """dtable[c] = sum of drows[n] over n with idx[n] = c (n in order), counts[c] = their
+    number; both zeroed here, then written."""
+    zero, one = drows.dtype.type(0), drows.dtype.type(1)
+    dtable[:] = zero
+    counts[:] = zero
+    for n in range(idx.shape[0]):
+        c = idx[n]
+        counts[c] += one
+        for j in range(drows.shape[1]):
+            dtable[c, j] += drows[n, j]
+
+
+def gather_bwd(drows, idx, n_rows, *, ws=None):
+    """dtable_c = sum_{n: idx_n = c} drows_n (n_rows, e); counts_c = #{n: idx_n = c} (n_rows,)."""
+    drows, idx = _c(drows), _c(idx)
+    dtable = empty(ws, (n_rows, drows.shape[1]), drows.dtype)
+    counts = empty(ws, n_rows, drows.dtype)
+    _gather_bwd(drows, idx, dtable, counts)
+    return dtable, counts
+
+
+@cached_njit(**STRICT)
+def _sqdist_fwd(a, b, d):
+    """d[n] = sum_j (a[n, j] - b[n, j])^2, written into d (N,)."""
+    zero = a.dtype.type(0)
+    for n in range(a.shape[0]):
+        acc = zero
+        for j in range(a.shape[1]):
+            r = a[n, j] - b[n, j]
+            acc += r * r
+        d[n] = acc
+
+
+def sqdist_fwd(a, b, *, ws=None):
+    """d_n = ||a_n - b_n||^2, (N, e) x (N, e) -> (N,)."""
+    a, b = _c(a), _c(b)
+    d = empty(ws, a.shape[0], a.dtype)
+    _sqdist_fwd(a, b, d)
+    return d
+
+
+@cached_njit(**STRICT)
+def _sqdist_bwd(dd, a, b, da):
+    """da[n, j] = 2 dd[n] (a[n, j] - b[n, j]), written into da (N, e); (2 dd) (a - b) as the
+    reference groups it."""
+    two = a.dtype.type(2)
+    for n in range(a.shape[0]):
+        g = two * dd[n]
+        for j in range(a.shape[1]):
+            da[n, j] = g * (a[n, j] - b[n, j])
+
+
+def sqdist_bwd(dd, a, b, *, ws=None):
+    """da = 2 dd (a - b), (N, e): the gradient with respect to ``a``; ``b`` held fixed."""
+    dd, a, b = _c(dd), _c(a), _c(b)
+    da = empty(ws, a.shape, a.dtype)
+    _sqdist_bwd(dd, a, b, da)
+    return da
+
+
+@cached_njit(**STRICT)
+def _vq_ema(ema_count, ema_sum, counts, sums, decay, one_m_decay, c_eps, eps, count, ema, codebook):
+    """count, ema, codebook of numpy_ref.vq_ema, written into the last three arrays."""
+    n_codes, e_ = ema_sum.shape
+    total = ema_count.dtype.type(0)
+    for c in range(n_codes):
+        count[c] = decay * ema_count[c] + one_m_decay * counts[c]
+        total += count[c]
+    for c in range(n_codes):
+        smoothed = (count[c] + eps) / (total + c_eps) * total
+        for j in range(e_):
+            ema[c, j] = decay * ema_sum[c, j] + one_m_decay * sums[c, j]
+            codebook[c, j] = ema[c, j] / smoothed
+
+
+def vq_ema(ema_count, ema_sum, counts, sums, decay, eps, *, ws=None):
+    """One EMA step of the codebook with Laplace-smoothed counts; returns (count (C,), sum (C, e),
+    codebook (C, e)). Equations: numpy_ref.vq_ema."""
+    ema_count, ema_sum, counts, sums = _c(ema_count), _c(ema_sum), _c(counts), _c(sums)
+    t = ema_sum.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
+    count = empty(ws, ema_count.shape, ema_count.dtype)
+    ema, codebook = empty(ws, ema_sum.shape, ema_sum.dtype), empty(ws, ema_sum.shape, ema_sum.dtype)
+    _vq_ema(ema_count, ema_sum, counts, sums, t(decay), t(1.0 - decay), t(ema_sum.shape[0] * eps),
+            t(eps), count, ema, codebook)
+    return count, ema, codebook

@@ -219,3 +219,66 @@ def adagrad_step(p, g, s, lr, eps):
     """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
     s += g * g
     p -= lr * g / (np.sqrt(s) + eps)
+
+
+# ================================================================ vector quantisation (VQ-VAE)
+# Symbols: N rows (N = B * m slots of e numbers each), e the code size, C the codebook size.
+# ``idx`` arrays are int64 code numbers in [0, C).
+def vq_assign(z, codebook, *, ws=None):
+    """idx_n = argmin_c ||z_n - codebook_c||^2, ties to the smallest c: (N, e), (C, e) -> (N,) int64.
+
+    The squared distances are summed over the e coordinates in order (0, 1, ..., e-1), the order
+    the compiled kernels use, so every backend sees the same distances and picks the same code;
+    ``np.argmin`` returns the first minimum, which is the smallest index."""
+    d2 = np.zeros((z.shape[0], codebook.shape[0]), z.dtype)
+    for j in range(z.shape[1]):
+        diff = z[:, None, j] - codebook[None, :, j]     # (N, C)
+        d2 += diff * diff
+    return np.argmin(d2, axis=1).astype(np.int64)
+
+
+def gather_fwd(table, idx, *, ws=None):
+    """rows_n = table[idx_n]: (C, e), (N,) -> (N, e) (z_q = codebook[k])."""
+    return table[idx]
+
+
+def gather_bwd(drows, idx, n_rows, *, ws=None):
+    """The gather's backward, a scatter-add, and the row counts:
+    dtable_c = sum_{n: idx_n = c} drows_n (n_rows, e);  counts_c = #{n: idx_n = c} (n_rows,).
+
+    Rows are added in order of n. With drows = z_e the two outputs are the EMA statistics
+    (sum and number of the encoder outputs assigned to each code)."""
+    dtable = np.zeros((n_rows, drows.shape[1]), drows.dtype)
+    np.add.at(dtable, idx, drows)
+    return dtable, np.bincount(idx, minlength=n_rows).astype(drows.dtype)
+
+
+def sqdist_fwd(a, b, *, ws=None):
+    """d_n = ||a_n - b_n||^2 = sum_j (a_nj - b_nj)^2, (N, e) x (N, e) -> (N,)."""
+    r = a - b
+    return (r * r).sum(axis=1)
+
+
+def sqdist_bwd(dd, a, b, *, ws=None):
+    """da = 2 dd (a - b), (N, e): the gradient with respect to ``a`` alone; ``b`` is held
+    fixed (the stop-gradient side of a VQ-VAE term: swap the arguments for the other side)."""
+    return 2.0 * dd[:, None] * (a - b)
+
+
+def vq_ema(ema_count, ema_sum, counts, sums, decay, eps, *, ws=None):
+    """One EMA step of the codebook with Laplace-smoothed counts (van den Oord et al. 2017,
+    appendix A.1), for C codes of size e:
+
+        count_c    = decay * ema_count_c + (1 - decay) * counts_c              (C,)
+        sum_c      = decay * ema_sum_c   + (1 - decay) * sums_c                (C, e)
+        n          = sum_c count_c
+        smoothed_c = (count_c + eps) / (n + C * eps) * n                       (C,)
+        codebook_c = sum_c / smoothed_c                                        (C, e)
+
+    Returns (count, sum, codebook); the smoothing keeps a code that has not been used for a
+    long time (count_c -> 0) from dividing by zero."""
+    count = decay * ema_count + (1.0 - decay) * counts
+    total = count.sum()
+    ema = decay * ema_sum + (1.0 - decay) * sums
+    smoothed = (count + eps) / (total + count.shape[0] * eps) * total
+    return count, ema, ema / smoothed[:, None]

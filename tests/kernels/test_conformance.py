@@ -90,7 +90,40 @@ def make_args(name, rng, dtype, dims, act=RELU, scale=1.0):
         return p, g, normal(B, F, s=0.1), np.abs(normal(B, F, s=0.1)), 1e-2, 0.9, 0.999, 1e-8, int(rng.integers(1, 20))
     if name == "adagrad_step":
         return p, g, np.abs(normal(B, F)), 0.1, 1e-8
+    # ---- vector quantisation: N = K * B rows of e = F numbers, a codebook of C = D rows
+    if name in VQ_KERNELS:
+        return _vq_args(name, rng, dt, K * B, F, D, scale)
     raise ValueError(f"no test inputs for kernel {name!r}")
+
+
+VQ_KERNELS = ("vq_assign", "gather_fwd", "gather_bwd", "sqdist_fwd", "sqdist_bwd", "vq_ema")
+
+
+def _vq_args(name, rng, dt, n, e, c, scale):
+    """Arguments of the vector-quantisation kernels: rows z (n, e), a codebook (c, e) with
+    exact ties (its last row repeats its first, and the first row of z is a codebook row),
+    row numbers drawn from [0, c) with code 0 always among them."""
+    z = (rng.standard_normal((n, e)) * scale).astype(dt)
+    codebook = (rng.standard_normal((c, e)) * scale).astype(dt)
+    if c > 1:
+        codebook[-1] = codebook[0]  # a tie: the smaller number must win
+    z[0] = codebook[-1]             # a zero distance, to a tied code
+    idx = rng.integers(0, c, n).astype(np.int64)
+    idx[0] = 0
+    if name == "vq_assign":
+        return z, codebook
+    if name == "gather_fwd":
+        return codebook, idx
+    if name == "gather_bwd":
+        return z, idx, c
+    b = (rng.standard_normal((n, e)) * scale).astype(dt)
+    if name == "sqdist_fwd":
+        return z, b
+    if name == "sqdist_bwd":
+        return (rng.standard_normal(n) * scale).astype(dt), z, b
+    counts = rng.integers(0, 4, c).astype(dt)
+    return (np.abs(rng.standard_normal(c)).astype(dt), codebook, counts, codebook * counts[:, None],
+            0.9, 1e-5)
 
 
 def run_kernel(fn, name, args):
@@ -159,6 +192,24 @@ def _term_scales(name, args, expected):
         a = a64[0]
         finite = np.where(np.isfinite(a), np.abs(a), 0.0)
         return [e64[0] * (finite + finite.max(axis=0) + math.log(a.shape[0]))]  # w * |a - lse|
+    if name == "vq_assign":
+        return [None]  # row numbers: compared exactly
+    if name == "gather_fwd":
+        return [np.zeros_like(e64[0])]  # copies: exact
+    if name == "gather_bwd":
+        drows, idx, c = a64[0], args[1], args[2]  # (a64 made idx float)
+        mag = np.zeros((c, drows.shape[1]))
+        np.add.at(mag, idx, np.abs(drows))
+        return [mag, np.zeros_like(e64[1])]
+    if name == "sqdist_fwd":
+        return [((a64[0] - a64[1]) ** 2).sum(axis=1)]
+    if name == "sqdist_bwd":
+        return [np.zeros_like(e64[0])]  # one product of rounded factors: relative
+    if name == "vq_ema":
+        ema_count, ema_sum, counts, sums = a64[:4]
+        count = np.abs(ema_count) + np.abs(counts)
+        mag = np.abs(ema_sum) + np.abs(sums)
+        return [count, mag, np.abs(e64[2]) * 4.0 + mag / (np.abs(e64[0])[:, None] + 1e-5)]
     if name in IN_PLACE:
         old = [a64[0]] + a64[2:2 + IN_PLACE[name]]
         return [np.abs(o) + np.abs(e - o) for o, e in zip(old, e64)]
@@ -177,6 +228,10 @@ def assert_matches_reference(name, args, actual, expected, dtype, rtol_factor=1.
     for i, (a, e, s) in enumerate(zip(actual, expected, _term_scales(name, args, expected))):
         where = f"{name} output {i} ({dt.name})"
         assert isinstance(a, np.ndarray), f"{where}: got {type(a).__name__}"
+        if s is None:  # integer outputs (row numbers): identical
+            assert a.dtype == e.dtype and a.shape == e.shape, f"{where}: {a.dtype}{a.shape}, expected {e.dtype}{e.shape}"
+            np.testing.assert_array_equal(a, e, err_msg=where)
+            continue
         assert a.dtype == dt, f"{where}: dtype {a.dtype}, expected {dt}"
         assert a.shape == e.shape, f"{where}: shape {a.shape}, expected {e.shape}"
         e64, a64 = e.astype(np.float64), a.astype(np.float64)
@@ -262,7 +317,9 @@ MISMATCHES = [("matmul", 1, "b"), ("matmul_at", 1, "b"), ("matmul_bt", 1, "b"),
               ("bernoulli_ll_fwd", 1, "out"), ("bernoulli_ll_bwd", 0, "dll"),
               ("gaussian_ll_fwd", 2, "logvar"), ("gaussian_ll_bwd", 3, "logvar"),
               ("add", 1, "b"), ("sgd_step", 2, "velocity"), ("adam_step", 3, "v"),
-              ("adagrad_step", 1, "g")]
+              ("adagrad_step", 1, "g"),
+              ("vq_assign", 1, "codebook"), ("gather_bwd", 1, "idx"),
+              ("sqdist_fwd", 1, "b"), ("sqdist_bwd", 0, "dd"), ("vq_ema", 3, "sums")]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -273,7 +330,7 @@ def test_a_kernel_called_with_a_mismatched_shape_names_the_argument(backend, nam
     args = list(make_args(name, np.random.default_rng(0), np.float64, (2, 3, 4, 5, 6)))
     shape = list(args[index].shape)
     shape[0 if name in ("matmul", "matmul_at") else -1] += 1
-    args[index] = np.zeros(shape)
+    args[index] = np.zeros(shape, args[index].dtype)
     before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
     with pytest.raises(ValueError, match=rf"^{name}: (.*\b)?{arg}\b"):
         getattr(get_kernels(backend), name)(*args)
@@ -379,6 +436,13 @@ def _cuda_kernel_signatures(dt):
         "_adagrad_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt})",
         "_add_kernel": f"void({a1}, {a1}, {a1})",
         "_all_finite_kernel": f"void({a1}, int32[::1])",
+        "_vq_assign_kernel": f"void({a2}, {a2}, int64[::1])",
+        "_gather_fwd_kernel": f"void({a2}, int64[::1], {a2})",
+        "_gather_bwd_kernel": f"void({a2}, int64[::1], {a2})",
+        "_count_kernel": f"void(int64[::1], {a1})",
+        "_sqdist_fwd_kernel": f"void({a2}, {a2}, {a1})",
+        "_sqdist_bwd_kernel": f"void({a1}, {a2}, {a2}, {a2})",
+        "_vq_ema_kernel": f"void({a1}, {a2}, {a1}, {a2}, {', '.join([dt] * 4)}, {a1}, {a2}, {a2})",
     }
 
 

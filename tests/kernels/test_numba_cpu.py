@@ -258,6 +258,10 @@ BIG_DIMS = {
     "gaussian_ll_fwd": (1, 2, 2, 1, 16384), "gaussian_ll_bwd": (1, 2, 2, 1, 16384),
     "logsumexp": (2, 16384, 2, 1, 2), "softmax": (2, 16384, 2, 1, 2),
     "add": (1, 128, 128, 1, 1),
+    # vector quantisation: N = K * B rows of e = F, a codebook of C = D rows
+    "vq_assign": (1, 16384, 2, 1, 2), "gather_fwd": (1, 16384, 2, 1, 2),
+    "gather_bwd": (1, 16384, 2, 1, 2), "sqdist_fwd": (1, 16384, 2, 1, 2),
+    "sqdist_bwd": (1, 16384, 2, 1, 2), "vq_ema": (1, 1, 2, 1, 16384),
 }
 REUSE_CASES = [pytest.param(name, act, BIG_DIMS[name], id=case.id)
                for case in WS_CASES for name, act in [case.values]] + [
@@ -346,7 +350,8 @@ def test_every_array_kernel_takes_ws_and_has_a_no_allocation_case():
     assert set(WS_KERNELS) == {"matmul", "matmul_at", "matmul_bt", "bias_act_fwd", "bias_act_bwd",
                                "reparam_fwd", "reparam_bwd", "kl_fwd", "kl_bwd", "bernoulli_ll_fwd",
                                "bernoulli_ll_bwd", "gaussian_ll_fwd", "gaussian_ll_bwd", "logsumexp",
-                               "softmax", "add"}
+                               "softmax", "add", "vq_assign", "gather_fwd", "gather_bwd",
+                               "sqdist_fwd", "sqdist_bwd", "vq_ema"}
     assert set(BIG_DIMS) == set(WS_KERNELS)
     for name in WS_KERNELS:
         ws = inspect.signature(getattr(numba_cpu, name)).parameters["ws"]
