@@ -255,3 +255,68 @@ def assert_gradient_close(analytic, numeric, name, rtol):
         f"{name}: gradient differs from finite differences: max entry-wise relative error "
         f"{entry:.3e}, normwise {norm:.3e} (tolerance {rtol:g})\nanalytic\n{np.asarray(analytic)}"
         f"\nnumerical\n{numeric}")
+
+
+# ====================================================================== vector quantisation
+def nearest_codes(z, codebook):
+    """For every row of z (N, e): the number of the nearest codebook row (C, e) in squared
+    Euclidean distance, the first such row on a tie; plain loops, distances in float64."""
+    z, codebook = np.asarray(z, np.float64), np.asarray(codebook, np.float64)
+    out = np.empty(z.shape[0], np.int64)
+    for n in range(z.shape[0]):
+        dists = [float(np.dot(z[n] - c, z[n] - c)) for c in codebook]
+        out[n] = dists.index(min(dists))
+    return out
+
+
+def codebook_ema(ema_count, ema_sum, z, codes, n_codes, decay, eps):
+    """One EMA codebook step from its definition (van den Oord et al. 2017, appendix A.1):
+    n_c = #{i: codes_i = c}, s_c = sum of z_i over those i,
+    N_c <- decay N_c + (1 - decay) n_c,  m_c <- decay m_c + (1 - decay) s_c,
+    N~_c = (N_c + eps) / (sum N + C eps) * sum N,  codebook_c = m_c / N~_c.
+    Returns (N, m, codebook)."""
+    n = np.array([np.sum(codes == c) for c in range(n_codes)], np.float64)
+    s = np.array([z[codes == c].sum(axis=0) for c in range(n_codes)], np.float64).reshape(n_codes, -1)
+    count = decay * np.asarray(ema_count, np.float64) + (1 - decay) * n
+    m = decay * np.asarray(ema_sum, np.float64) + (1 - decay) * s
+    total = count.sum()
+    smoothed = (count + eps) / (total + n_codes * eps) * total
+    return count, m, m / smoothed[:, None]
+
+
+def _hidden_stack(params, prefix, a, act):
+    """(a_L, pre-activations) of the hidden layers ``prefix``.W0, .W1, ..."""
+    pre = []
+    for i in range(_n_layers(params, prefix)):
+        h = a @ params[f"{prefix}.W{i}"] + params[f"{prefix}.b{i}"]
+        pre.append(h)
+        a = activation(act, h)
+    return a, pre
+
+
+def vqvae_forward(params, x, *, activation="relu", likelihood="bernoulli", output_var=1.0,
+                  n_latents, code_dim, commitment=0.25, codebook_term=True):
+    """The VQ-VAE loss from its definition, one slot at a time (codes by ``nearest_codes``):
+
+        z_e = reshape(encoder(x), (B, m, e)),  k_bj = nearest code,  z_q = codebook[k]
+        loss(x) = -log p(x | z_q) + [codebook term] sum_j ||z_e - z_q||^2
+                  + commitment * sum_j ||z_e - z_q||^2
+    Returns a dict: loss (batch mean), per_example (B,), ll (B,), d2 (B, m), codes (B, m),
+    z_e, z_q (B, m, e), pre (hidden pre-activations)."""
+    act, m, e = activation, n_latents, code_dim
+    a, pre = _hidden_stack(params, "enc", x, act)
+    z_e = (a @ params["enc.W_e"] + params["enc.b_e"]).reshape(x.shape[0], m, e)
+    codebook = params["codebook"]
+    codes = nearest_codes(z_e.reshape(-1, e), codebook).reshape(x.shape[0], m)
+    z_q = codebook[codes]
+    d2 = np.array([[float(np.sum((z_e[b, j] - z_q[b, j]) ** 2)) for j in range(m)]
+                   for b in range(x.shape[0])])
+    out, pre_dec = decoder(params, z_q.reshape(x.shape[0], m * e), act)
+    if likelihood == "bernoulli":
+        ll = bernoulli_loglik(x, out)
+    else:
+        lv = params["dec.logvar"] if output_var == "learned" else np.full(x.shape[1], np.log(output_var))
+        ll = gaussian_loglik(x, out, lv)
+    per_example = -ll + ((1.0 if codebook_term else 0.0) + commitment) * d2.sum(axis=1)
+    return dict(loss=float(per_example.mean()), per_example=per_example, ll=ll, d2=d2, codes=codes,
+                z_e=z_e, z_q=z_q, pre=pre + pre_dec)

@@ -61,6 +61,8 @@ SPECS = {
 # int64 arrays of row numbers (every other array argument is of the call's float dtype), and
 # per kernel what bounds them: an axis of another argument or a scalar argument.
 INDEX_ARRAYS = ("idx",)
+# kernels that move or copy arrays rather than compute with them: row numbers (int64) too
+MOVERS = ("to_device", "to_host", "copyto")
 INDEX_BOUNDS = {"gather_fwd": "C", "gather_bwd": "n_rows"}
 IN_PLACE = {"copyto": ("dst",), "sgd_step": ("p", "velocity"), "adam_step": ("p", "m", "v"),
             "adagrad_step": ("p", "s")}
@@ -99,8 +101,9 @@ def check_kernel_args(kernel: str, args: tuple, ws=None) -> None:
             if dt != np.dtype(np.int64):
                 raise ValueError(f"{where} must have dtype int64 (row numbers); got {dt.name}")
             index = a
-        elif dt not in FLOAT_DTYPES:
-            raise ValueError(f"{where} must have dtype float32 or float64; got {dt.name}")
+        elif dt not in FLOAT_DTYPES and not (kernel in MOVERS and dt == np.dtype(np.int64)):
+            raise ValueError(f"{where} must have dtype float32 or float64"
+                             f"{' (or int64)' if kernel in MOVERS else ''}; got {dt.name}")
         elif dtype is None:
             dtype, first = dt, name
         elif dt != dtype:
