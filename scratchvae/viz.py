@@ -44,6 +44,7 @@ __all__ = [
     "plot_manifold", "plot_interpolation", "plot_arithmetic", "plot_posterior_contours",
     "plot_iw_bound", "plot_kl_per_dim", "plot_estimator_variance", "plot_analogies",
     "plot_imputation", "plot_roc",
+    "plot_codebook_usage",
 ]
 
 _FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -931,4 +932,42 @@ def plot_roc(fpr, tpr, auc=None, path=None, *, label=None, dpi=100, figsize=None
     ax.legend(fontsize=8, loc="lower right")
     if title:
         ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------------------------
+# VQ-VAE: codebook usage
+# --------------------------------------------------------------------------------------------
+
+def plot_codebook_usage(counts, path=None, *, labels=None, dpi=100, figsize=None,
+                        title=None) -> Figure:
+    """Bar chart of how often each code is used, one panel per codebook, codes sorted by use.
+
+    Shapes: counts (C,) for one codebook, or (R, C) for R codebooks of C codes (e.g. a
+    collapsed codebook beside its remedies); labels: R names (optional). Each panel's title
+    gives its perplexity exp(H(pbar)), pbar_c = n_c / sum n, and its dead codes (n_c = 0).
+    """
+    path, dpi, figsize = _check_common(path, dpi, figsize)
+    arr = np.asarray(counts)
+    arr = _numeric("counts", arr[None] if arr.ndim == 1 else arr, ndim=2, expected="(C,) or (R, C)")
+    if np.any(arr < 0):
+        raise ValueError("counts must be non-negative (numbers of assignments)")
+    if np.any(arr.sum(axis=1) <= 0):
+        raise ValueError("counts: every codebook needs at least one assignment")
+    R, C = arr.shape
+    names = _strings("labels", labels, R)
+    fig = Figure(figsize=figsize or (min(3.2 * R, 13.0), 3.2), dpi=dpi, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, R, sharey=True, squeeze=False)[0])
+    for r, ax in enumerate(axes):
+        p = np.sort(arr[r])[::-1] / arr[r].sum()
+        used = p[p > 0]
+        perplexity = float(np.exp(-np.sum(used * np.log(used))))
+        ax.bar(np.arange(C), p, width=1.0, color="tab:blue")
+        head = f"{names[r]}\n" if names else ""
+        ax.set_title(f"{head}perplexity {perplexity:.1f} / {C}, dead {C - used.size}", fontsize=9)
+        ax.set_xlabel("code (sorted by use)")
+        ax.set_xlim(-0.5, C - 0.5)
+    axes[0].set_ylabel("share of assignments")
+    if title:
+        fig.suptitle(title)
     return _finish(fig, path, dpi)
