@@ -7,6 +7,8 @@
                            [--model vae|cvae|hvae] [--latent-dims d1,d2] [--hidden2 W]
                            [--objective elbo|iwae] [--schedule constant|linear|cyclical]
                            [--warmup N] [--free-bits F] [--binarize] [--patience N]
+                           [--model vqvae] [--n-latents m] [--code-dim e] [--n-codes C]
+                           [--commitment F] [--codebook-update gradient|ema] [--restart-after N]
     scratchvae eval        --checkpoint RUN [--data SPEC] [--k N]
     scratchvae sample      --checkpoint RUN [--out DIR] [--n N] [--label N]
     scratchvae reconstruct --checkpoint RUN [--out DIR] [--data SPEC]
@@ -32,7 +34,7 @@ import traceback
 
 import numpy as np
 
-MODELS = ("vae", "cvae", "hvae")
+MODELS = ("vae", "cvae", "hvae", "vqvae")
 SCHEDULES = ("constant", "linear", "cyclical")
 DEFAULT_WARMUP = 10      # epochs, when --schedule linear|cyclical is given without --warmup
 FIG_DPI = 80
@@ -154,6 +156,21 @@ def _model_options():
                         "latent scatter and manifold figure)")
     g.add_argument("--latent-dims", type=PAIR, default=None, metavar="d1,d2",
                    help="hvae only: sizes of the two latent layers (default: 8,4)")
+    # ---- vqvae (each None unless given, so that other models can refuse them)
+    g.add_argument("--n-latents", type=POS_INT, default=None, metavar="m",
+                   help="vqvae only: discrete latent slots (default: 8)")
+    g.add_argument("--code-dim", type=POS_INT, default=None, metavar="e",
+                   help="vqvae only: size of each code vector (default: 4)")
+    g.add_argument("--n-codes", type=POS_INT, default=None, metavar="C",
+                   help="vqvae only: codebook size (default: 32)")
+    g.add_argument("--commitment", type=NONNEG_FLOAT, default=None, metavar="F",
+                   help="vqvae only: weight of the commitment term (default: 0.25)")
+    g.add_argument("--codebook-update", choices=("gradient", "ema"), default=None,
+                   help="vqvae only: learn the codebook from its gradient, or by exponential "
+                        "moving averages of the assigned encoder outputs (default: gradient)")
+    g.add_argument("--restart-after", type=POS_INT, default=None, metavar="N",
+                   help="vqvae only: restart codes unused for N steps at encoder outputs "
+                        "(default: never)")
     g.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="hidden-layer activation (default: %(default)s)")
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
@@ -210,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "directory: checkpoint.npz, history.csv, history.json, "
                                    "config.json, loss_curves.png, reconstructions.png, "
                                    "samples.png, latent.png (and manifold.png for a 2-D latent "
-                                   "space). Prints the final test negative ELBO.")
+                                   "space; codebook_usage.png for a vqvae). Prints the final "
+                                   "test negative ELBO.")
     g = p.add_argument_group("training")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="run directory (created if needed; files in it are replaced, never "
@@ -436,8 +454,34 @@ def _sample(model, n, rng, labels):
 
 
 # ============================================================================ train
+VQ_DEFAULTS = {"n_latents": 8, "code_dim": 4, "n_codes": 32, "commitment": 0.25,
+               "codebook_update": "gradient", "restart_after": None}
+
+
+def _check_vq_options(args):
+    """--model vqvae: the VQ options filled in, the Gaussian-latent options refused; other
+    models refuse the VQ options."""
+    given = [k for k in VQ_DEFAULTS if getattr(args, k, None) is not None]
+    if args.model != "vqvae":
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} is for --model vqvae")
+        return
+    for opt, bad in (("--latent-dim", args.latent_dim is not None),
+                     ("--objective iwae", args.objective != "elbo"), ("--samples", args.samples != 1),
+                     ("--beta", args.beta != 1.0), ("--free-bits", args.free_bits != 0.0),
+                     ("--schedule", getattr(args, "schedule", "constant") != "constant")):
+        if bad:
+            raise UsageError(f"{opt} is not for --model vqvae (a deterministic encoder with a "
+                             "discrete latent: no samples, no KL weight); it takes --n-latents, "
+                             "--code-dim, --n-codes, --commitment, --codebook-update")
+    for k, v in VQ_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
 def _check_model_options(args):
     """Cross-option checks; fill in the model-dependent defaults."""
+    _check_vq_options(args)
     if args.model == "hvae":
         if args.latent_dim is not None:
             raise UsageError("--latent-dim is for vae and cvae; an hvae takes --latent-dims d1,d2")
@@ -463,6 +507,9 @@ def _build_model(args, input_dim, n_classes, dtype):
         return cls(input_dim, hidden_dims=args.hidden, latent_dim=args.latent_dim, **common)
     if args.model == "cvae":
         return cls(input_dim, n_classes, hidden_dims=args.hidden, latent_dim=args.latent_dim, **common)
+    if args.model == "vqvae":
+        return cls(input_dim, hidden_dims=args.hidden, **{k: getattr(args, k) for k in VQ_DEFAULTS},
+                   **common)
     return cls(input_dim, latent_dims=args.latent_dims, hidden_dims=(args.hidden, args.hidden2),
                **common)
 
@@ -538,6 +585,10 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt as e:
         history, status, error = seen.get("history"), "interrupted", e
     seconds = time.perf_counter() - t0
+    if getattr(model, "prior", None) == "categorical" and history is not None:
+        # the VQ-VAE's prior over codes, fitted to the training codes (sample and the bound use it)
+        scores = model.fit_prior(x_tr, kind="auto", x_val=x_val)
+        config["code_prior"] = dict(kind=model.prior_kind, held_out_neg_log_pi=scores)
     written = [model.save(os.path.join(out, "checkpoint.npz"))]
     if history is not None and len(history["epoch"]):
         written.append(svio.write_csv_atomic(os.path.join(out, "history.csv"), history.rows()))
@@ -565,8 +616,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _vq_figures(model, history, x_te, out, seed):
+    """The VQ-VAE's run figures: loss curves, reconstructions through the codes, samples from
+    the fitted prior over codes, and the codebook usage on the test set."""
+    from . import viz
+    curves = {k: history[k] for k in ("epoch", "train_loss", "val_loss", "recon")}
+    written = [_save_figure(viz.plot_history(curves, title="vqvae training"),
+                            os.path.join(out, "loss_curves.png"))]
+    usage = model.codebook_usage(x_te)
+    written.append(_save_figure(viz.plot_codebook_usage(usage["counts"], title="codebook usage "
+                                                        "on the test set"),
+                                os.path.join(out, "codebook_usage.png")))
+    if _image_shape(model.input_dim) is None:
+        _say(f"note: D = {model.input_dim} is not a square image; image figures skipped")
+        return written
+    n = min(10, x_te.shape[0])
+    written.append(_save_figure(viz.plot_reconstructions(x_te[:n], model.decode(model.encode(x_te[:n])), n=n),
+                                os.path.join(out, "reconstructions.png")))
+    written.append(_save_figure(viz.plot_samples(model.sample(64, rng=np.random.default_rng([seed, 4])),
+                                                 ncols=8),
+                                os.path.join(out, "samples.png")))
+    return written
+
+
 def _train_figures(model, history, x_te, y_te, out, seed):
     from . import latent, viz
+    if getattr(model, "prior", None) == "categorical":
+        return _vq_figures(model, history, x_te, out, seed)
     hw = _image_shape(model.input_dim)
     rng = np.random.default_rng([seed, 4])
     cond = getattr(model, "conditional", False)
@@ -639,8 +715,11 @@ def cmd_reconstruct(args) -> int:
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.choice(x_te.shape[0], min(args.n, x_te.shape[0]), replace=False))
     kw = _labels_kw(model, None if y_te is None else y_te[idx])
-    mu, _ = model.encode(x_te[idx], **kw)
-    rec = model.decode(mu, **kw)
+    if getattr(model, "prior", None) == "categorical":    # a VQ-VAE: decode its codes
+        rec = model.decode(model.encode(x_te[idx]))
+    else:
+        mu, _ = model.encode(x_te[idx], **kw)
+        rec = model.decode(mu, **kw)
     path = _fig_path(args, run_dir, f"reconstructions_seed{args.seed}.png")
     _save_figure(viz.plot_reconstructions(x_te[idx], rec, n=idx.size), path)
     _say(f"wrote {path}")
@@ -650,6 +729,8 @@ def cmd_reconstruct(args) -> int:
 def cmd_interpolate(args) -> int:
     from . import latent, viz
     model, run_cfg, run_dir = _load_run(args.checkpoint)
+    if getattr(model, "prior", None) == "categorical":
+        raise ValueError("interpolate needs a continuous latent space; a vqvae has discrete codes")
     _, x_te, y_te = _run_test_data(model, run_cfg, args)
     if _image_shape(model.input_dim) is None:
         raise ValueError(f"inputs of dimension {model.input_dim} are not square images")

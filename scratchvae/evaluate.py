@@ -524,7 +524,10 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
                                   over x, by quadrature with ``tol``
     Equation: sqrt(sum_b Var_b / n) / B is the Monte Carlo standard error of a mean over B
     examples of n-sample averages with per-example variances Var_b.
+    A VQ-VAE (prior "categorical") gets ``codebook_report(model, x)`` instead.
     """
+    if getattr(model, "prior", None) == "categorical":
+        return codebook_report(model, x)
     x = model.check_x(x)
     k = check_int("k", k, min_value=1)
     n_elbo_samples = check_int("n_elbo_samples", n_elbo_samples, min_value=1)
@@ -580,6 +583,8 @@ def format_report(report) -> str:
     if not isinstance(report, dict):
         raise TypeError(f"report must be a dict from evaluation_report; "
                         f"got {type(report).__name__}")
+    if report.get("model") == "vqvae":
+        return format_codebook_report(report)
     missing = [key for key in _REQUIRED_KEYS if key not in report]
     if missing:
         raise ValueError(f"report is missing the keys {missing}; pass the dict returned by "
@@ -614,3 +619,51 @@ def format_report(report) -> str:
 # Sample quality for digits (an FID analogue; see scratchvae/quality.py), re-exported here so the
 # evaluation measures live under one name.
 from .quality import digit_frechet_distance, frechet_distance, train_classifier  # noqa: E402,F401
+
+
+# ====================================================================== the VQ-VAE's report
+def codebook_report(model, x) -> dict:
+    """Evaluate a VQ-VAE (a model whose ``prior`` is "categorical") on x; plain Python numbers.
+
+    Keys: model ("vqvae"), n_examples, n_latents, n_codes, recon (mean -log p(x|z_q(x))),
+    neg_bound_uniform (mean -(log p(x|z_q) - m log C)), prior (the fitted prior's kind or
+    "uniform"), neg_bound_fitted (mean -(log p(x|z_q) + log pi(codes)), None without a fitted
+    prior), perplexity (exp H of the average assignment), usage (share of codes used),
+    dead_codes, codes_per_slot_entropy (list m: H of each slot's codes, nats).
+    """
+    x = model.check_x(x)
+    ll = model.reconstruction_log_likelihood(x)
+    codes = model.encode(x)
+    usage = model.codebook_usage(x)
+    fitted = model.prior_kind != "uniform"
+    entropies = []
+    for j in range(codes.shape[1]):
+        p = np.bincount(codes[:, j], minlength=model.n_codes) / codes.shape[0]
+        p = p[p > 0]
+        entropies.append(float(-np.sum(p * np.log(p))))
+    return {"model": "vqvae", "n_examples": int(x.shape[0]), "n_latents": model.n_latents,
+            "n_codes": model.n_codes, "recon": float(-ll.mean()),
+            "neg_bound_uniform": float(-model.elbo(x, prior="uniform").mean()),
+            "prior": model.prior_kind,
+            "neg_bound_fitted": float(-model.elbo(x, prior="fitted").mean()) if fitted else None,
+            "perplexity": usage["perplexity"], "usage": usage["usage"],
+            "dead_codes": usage["dead_codes"], "codes_per_slot_entropy": entropies}
+
+
+def format_codebook_report(report) -> str:
+    """A readable table of a ``codebook_report`` dict (nats)."""
+    w = 44
+    m, c = report["n_latents"], report["n_codes"]
+    lines = [f"evaluation on {report['n_examples']} examples (VQ-VAE, {m} slots x {c} codes); "
+             "nats per example",
+             f"  {'reconstruction -log p(x|z_q)':<{w}}{report['recon']:>12.4f}",
+             f"  {'-bound, uniform prior (recon + m log C)':<{w}}{report['neg_bound_uniform']:>12.4f}"]
+    if report["neg_bound_fitted"] is not None:
+        lines.append(f"  {'-bound, fitted ' + report['prior'] + ' prior':<{w}}"
+                     f"{report['neg_bound_fitted']:>12.4f}")
+    lines += [f"  {'codebook perplexity exp(H(pbar))':<{w}}{report['perplexity']:>12.2f} / {c}",
+              f"  {'codes used':<{w}}{c - report['dead_codes']:>12d} / {c}"
+              f"  ({report['dead_codes']} dead)",
+              f"  {'entropy of each slot (nats)':<{w}}"
+              + "  ".join(f"s{j + 1}:{h:.3f}" for j, h in enumerate(report["codes_per_slot_entropy"]))]
+    return "\n".join(lines)

@@ -162,6 +162,8 @@ def gradcheck(model, x, y=None, *, n_samples=1, beta=1.0, objective="elbo", free
     A float32 model is refused (finite differences in float32 cannot resolve 1e-6, NOTES.md 4.2)
     unless ``as_float64=True``, which checks a float64 copy of it (model.astype("float64")) and
     leaves the model itself untouched. Returns a ``GradcheckReport``; print it for a table.
+    A VQ-VAE is checked against its straight-through surrogate (the loss with the codes and
+    stop-gradient values frozen), on the parameters alone.
     """
     if model.dtype != FLOAT64:
         if not as_float64:
@@ -172,6 +174,16 @@ def gradcheck(model, x, y=None, *, n_samples=1, beta=1.0, objective="elbo", free
         x = np.asarray(x, dtype=FLOAT64)
         if eps is not None:
             eps = tuple(np.asarray(e, FLOAT64) for e in eps) if isinstance(eps, tuple) else np.asarray(eps, FLOAT64)
+    if getattr(model, "prior", None) == "categorical":
+        # the VQ-VAE: its straight-through gradients are those of a frozen surrogate, which is
+        # what is differenced (its loss itself is piecewise in the codes)
+        if y is not None or eps is not None:
+            raise ValueError("y and eps must be None for a VQ-VAE (no labels, no noise)")
+        _, grads = model.loss_and_grads(x)
+        grads = {key: np.array(model.kernels.to_host(v)) for key, v in grads.items()}
+        return check_gradients(model.straight_through_surrogate(x), model.params, grads, h=h,
+                               tol=tol, floor=floor, max_entries=max_entries,
+                               n_directions=n_directions, rng=np.random.default_rng(seed))
     wrt = tuple(wrt)
     for w in wrt:
         if w not in ("params", "x", "kl"):

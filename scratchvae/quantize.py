@@ -65,10 +65,45 @@ def quantize_backward(dz_q, dd_commit, dd_code, cache: QuantizeCache, *, k: Kern
     return dz_e, dcodebook, counts
 
 
+class Frozen(NamedTuple):
+    """The non-smooth parts of a forward pass, held fixed: the codes and both stop-gradient
+    values (host arrays)."""
+    idx: np.ndarray      # (N,) int64 codes k
+    z_e: np.ndarray      # (N, e) a0, the encoder outputs
+    z_q: np.ndarray      # (N, e) q0, their codes' vectors
+
+
+def freeze(cache: QuantizeCache, *, k: Kernels) -> Frozen:
+    """Copies of a forward pass's codes, z_e and z_q on the host."""
+    return Frozen(*(np.array(k.to_host(a)) for a in (cache.idx, cache.z_e, cache.z_q)))
+
+
+def surrogate_forward(z_e, codebook, frozen: Frozen, *, k: Kernels):
+    """The quantiser of the straight-through surrogate, smooth in z_e and the codebook:
+
+        z_st   = z_e + (q0 - a0)                 (N, e)  what the decoder reads (= z_q at a0)
+        code   = ||a0 - codebook[k]||^2          (N,)    the codebook term, a0 frozen
+        commit = ||z_e - q0||^2                  (N,)    the commitment term, q0 frozen
+
+    Its exact gradient is what ``quantize_backward`` computes (docs/derivations.md, "VQ-VAE",
+    "The straight-through estimator, as the gradient of a surrogate"). For checking gradients
+    (host arrays)."""
+    z_st = k.add(z_e, frozen.z_q - frozen.z_e)
+    code = k.sqdist_fwd(frozen.z_e, k.gather_fwd(codebook, frozen.idx))
+    commit = k.sqdist_fwd(z_e, frozen.z_q)
+    return z_st, code, commit
+
+
 def slot_sums(d2, batch: int, *, k: Kernels) -> np.ndarray:
     """sum_j d2_bj for each example, on the host: (N,) -> (B,) with N = B m (rows b*m .. b*m+m-1
     are the slots of example b)."""
     return np.asarray(k.to_host(d2)).reshape(batch, -1).sum(axis=1)
+
+
+def host_rows(a, *, k: Kernels) -> np.ndarray:
+    """``a`` as a host NumPy array (the identity on the CPU backends): the per-example values a
+    loss reports and the codes ``encode`` returns are read here."""
+    return np.asarray(k.to_host(a))
 
 
 def code_counts(counts, *, k: Kernels) -> np.ndarray:
@@ -83,10 +118,12 @@ class EMAState(NamedTuple):
     sum: np.ndarray      # (C, e) M_c, the moving sum of those rows
 
 
-def ema_init(codebook: np.ndarray) -> EMAState:
-    """N_c = 1, M_c = codebook_c: each code one pseudo-observation of its initial vector, so
-    M_c / N_c starts at the initial codebook (docs/derivations.md, "EMA codebook updates")."""
-    return EMAState(np.ones(codebook.shape[0], codebook.dtype), codebook.copy())
+def ema_init(codebook, *, k: Kernels) -> EMAState:
+    """N_c = 1, M_c = codebook_c: each code one pseudo-observation of its current vector, so
+    M_c / N_c starts at the codebook (docs/derivations.md, "EMA codebook updates"). The state
+    lives on the host (a copy of a device codebook is read once)."""
+    table = np.array(k.to_host(codebook))     # a copy, never the parameter itself
+    return EMAState(np.ones(table.shape[0], table.dtype), table)
 
 
 def ema_update(state: EMAState, codebook, cache: QuantizeCache, counts, decay: float, *, k: Kernels):

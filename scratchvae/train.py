@@ -4,7 +4,10 @@ per-epoch history, stops cleanly on divergence and optionally early on validatio
 History entries (one value per epoch): epoch, beta (at the epoch's last step), train_loss (mean
 of the minibatch losses), val_loss (negative ELBO with beta = 1 on x_val, or on up to 1000
 training examples when there is no x_val), recon (mean -log p(x|z)), kl (mean KL),
-kl_per_dim (list of d values), active_units, seconds.
+kl_per_dim (list of d values), active_units, seconds. A model may add its own columns: one
+with a ``history_terms(x_eval)`` method gives the validation entries itself (the VQ-VAE: its
+loss terms and codebook use; see ``VQVAE.history_terms``), and one with ``after_step(params)``
+has it called after every optimizer step (the VQ-VAE's EMA codebook update and restarts).
 """
 from __future__ import annotations
 
@@ -34,8 +37,9 @@ class History(dict):
     def rows(self):
         """One dict per epoch (kl_per_dim spread into kl_0, kl_1, ...), e.g. for a CSV file."""
         out = []
+        extra = [c for c in self if c not in self.COLUMNS and c != "kl_per_dim"]
         for i in range(len(self["epoch"])):
-            row = {c: self[c][i] for c in self.COLUMNS}
+            row = {c: self[c][i] for c in self.COLUMNS + tuple(extra)}
             row.update({f"kl_{j}": v for j, v in enumerate(self["kl_per_dim"][i])})
             out.append(row)
         return out
@@ -115,6 +119,7 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     params = {key: k.to_device(v) for key, v in model.params.items()}
     backup = {key: k.to_device(np.empty_like(v)) for key, v in model.params.items()}
     x_shuffled = np.empty_like(x_train)
+    after_step = getattr(model, "after_step", None)
     best = (np.inf, None)
     since_best = 0
     step = 0
@@ -153,16 +158,22 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {i}: the optimizer step made a "
                     f"parameter NaN or inf; the parameters before that step were restored.")
+            if after_step is not None:
+                after_step(params)      # e.g. the VQ-VAE's EMA codebook update and restarts
             losses.append(loss)
             step += 1
         _copy_all(k, model.params, params)   # the device copies come back (cuda only)
-        terms = elbo_terms(model, x_eval, y=y_eval, rng=np.random.default_rng([seed, epoch]))
-        val_loss = float(np.mean(terms.recon + terms.kl))
+        if hasattr(model, "history_terms"):       # the model's own validation entries
+            entries = model.history_terms(x_eval)
+        else:
+            terms = elbo_terms(model, x_eval, y=y_eval, rng=np.random.default_rng([seed, epoch]))
+            entries = dict(val_loss=float(np.mean(terms.recon + terms.kl)),
+                           recon=float(terms.recon.mean()), kl=float(terms.kl.mean()),
+                           kl_per_dim=[float(v) for v in terms.kl_per_dim.mean(axis=0)],
+                           active_units=int(active_units(model, x_eval, y=y_eval)))
+        val_loss = entries["val_loss"]
         _append(history, epoch=epoch, beta=float(beta_t), train_loss=float(np.mean(losses)),
-                val_loss=val_loss, recon=float(terms.recon.mean()), kl=float(terms.kl.mean()),
-                kl_per_dim=[float(v) for v in terms.kl_per_dim.mean(axis=0)],
-                active_units=int(active_units(model, x_eval, y=y_eval)),
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, **entries)
         bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val_loss:.3f}")
         if callback is not None:
             callback(epoch, history)
@@ -182,7 +193,7 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
 
 def _append(history, **values):
     for key, v in values.items():
-        history[key].append(v)
+        history.setdefault(key, []).append(v)
 
 
 def _head(y, n):

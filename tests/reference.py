@@ -320,3 +320,30 @@ def vqvae_forward(params, x, *, activation="relu", likelihood="bernoulli", outpu
     per_example = -ll + ((1.0 if codebook_term else 0.0) + commitment) * d2.sum(axis=1)
     return dict(loss=float(per_example.mean()), per_example=per_example, ll=ll, d2=d2, codes=codes,
                 z_e=z_e, z_q=z_q, pre=pre + pre_dec)
+
+
+def vqvae_surrogate(params, x, frozen, *, activation="relu", likelihood="bernoulli", output_var=1.0,
+                    n_latents, code_dim, commitment=0.25, codebook_term=True):
+    """The smooth surrogate whose gradient the straight-through estimator is, with the codes
+    k = frozen["codes"] and the stop-gradient values a0 = frozen["z_e"], q0 = frozen["z_q"]
+    (a ``vqvae_forward`` result at the current parameters) held fixed:
+
+        S(params) = mean_b [ -log p(x_b | dec(z_e(params)_b + q0_b - a0_b))
+                             + [codebook term] sum_j ||a0[b, j] - codebook[k_bj]||^2
+                             + commitment * sum_j ||z_e(params)[b, j] - q0[b, j]||^2 ]
+
+    At the current parameters S equals the loss; its exact gradient is what the model returns."""
+    m, e = n_latents, code_dim
+    B = x.shape[0]
+    a, _ = _hidden_stack(params, "enc", x, activation)
+    z_e = (a @ params["enc.W_e"] + params["enc.b_e"]).reshape(B, m, e)
+    a0, q0, codes = frozen["z_e"], frozen["z_q"], frozen["codes"]
+    out, _ = decoder(params, (z_e + (q0 - a0)).reshape(B, m * e), activation)
+    if likelihood == "bernoulli":
+        ll = bernoulli_loglik(x, out)
+    else:
+        lv = params["dec.logvar"] if output_var == "learned" else np.full(x.shape[1], np.log(output_var))
+        ll = gaussian_loglik(x, out, lv)
+    code = ((a0 - params["codebook"][codes]) ** 2).sum(axis=(1, 2))
+    commit = ((z_e - q0) ** 2).sum(axis=(1, 2))
+    return float(np.mean(-ll + (1.0 if codebook_term else 0.0) * code + commitment * commit))

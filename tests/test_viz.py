@@ -71,6 +71,8 @@ def _cases():
                             (x_true, np.where(mask, 0.0, x_true), img(3), mask), {}),
         "plot_roc": (viz.plot_roc, (np.linspace(0, 1, 11), np.linspace(0, 1, 11) ** 0.5),
                      {"auc": 0.8}),
+        "plot_codebook_usage": (viz.plot_codebook_usage, (rng.integers(0, 5, (2, 8)) + 1,),
+                                {"labels": ["a", "b"]}),
     }
 
 
