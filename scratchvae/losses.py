@@ -217,3 +217,46 @@ def gaussian_objective_backward(cache, *, k):
     if isinstance(cache, GaussianElboCache):
         return gaussian_elbo_backward(cache, k=k)
     return gaussian_iwae_backward(cache, k=k)
+
+
+# ------------------------------------------------------------------ the VQ-VAE's objective
+class VQObjectiveCache(NamedTuple):
+    batch: int               # B
+    n_latents: int           # m
+    codebook_weight: float   # w: 1 (gradient codebook) or 0 (EMA codebook)
+    commitment: float
+    dtype: np.dtype
+
+
+def vq_objective_forward(ll, code, commit, n_latents: int, codebook_weight: float,
+                         commitment: float, *, k):
+    """The VQ-VAE's loss from its three terms, read on the host.
+
+    Shapes: ll (1, B) log p(x|z_q); code, commit (B m,) the codebook and commitment terms of
+    each slot (rows b m .. b m + m - 1 are example b's) -> ((loss, per_example (B,), ll (1, B),
+    d2 (B,)), cache), d2 = sum_j commit_bj.
+    Equation: loss(x_b) = -ll_b + w sum_j code_bj + commitment sum_j commit_bj;
+              loss = (1/B) sum_b loss(x_b).
+    """
+    ll = np.asarray(k.to_host(ll))
+    B = ll.shape[1]
+    code_b = np.asarray(k.to_host(code)).reshape(B, n_latents).sum(axis=1)
+    d2_b = np.asarray(k.to_host(commit)).reshape(B, n_latents).sum(axis=1)
+    per_example = -ll[0] + codebook_weight * code_b + commitment * d2_b
+    return ((float(per_example.mean()), per_example, ll, d2_b),
+            VQObjectiveCache(B, n_latents, codebook_weight, commitment, ll.dtype))
+
+
+def vq_objective_backward(cache: VQObjectiveCache, *, k):
+    """Gradients of the batch loss with respect to its three terms (constants).
+
+    Shapes: -> dll (1, B), dd_code (B m,), dd_commit (B m,) (host scratch arrays of ``k``).
+    Equation: dll_b = -1/B;  dd_code_bj = w / B;  dd_commit_bj = commitment / B.
+    Derivation: docs/derivations.md, "VQ-VAE", "The backward, in code order".
+    """
+    B, n = cache.batch, cache.batch * cache.n_latents
+    dll, _ = neg_elbo_backward((1, B), 0.0, cache.dtype, k=k)
+    dd_code, dd_commit = k.empty(n, cache.dtype), k.empty(n, cache.dtype)
+    dd_code.fill(cache.codebook_weight / B)
+    dd_commit.fill(cache.commitment / B)
+    return dll, dd_code, dd_commit

@@ -25,29 +25,35 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import quantize
-from ._checks import check_array, check_choice, check_float, check_int, check_rng, check_sizes
 from . import io as _io
+from . import quantize
+from ._base import FORMAT_VERSION, Model
+from ._checks import check_choice, check_float, check_int, check_rng, check_sizes
 from .code_prior import CodePrior
-# DRAFT imports: these move to layers.py / the base class with the core refactor
-from .layers import dense_backward, dense_forward, mlp_backward, mlp_forward
-from .model import (FORMAT_VERSION, IDENTITY, add_mlp_params, glorot_uniform, mlp_layers, output_net_backward,
-                    output_net_forward, VAE as _DraftBase)
+from .kernels import ACTIVATION_CODES
+from .layers import (add_mlp_params, add_output_params, dense_backward, dense_forward,
+                     glorot_uniform, mlp_backward, mlp_forward, mlp_layers, output_net_backward,
+                     output_net_forward)
+from .losses import vq_objective_backward, vq_objective_forward
 
+IDENTITY = ACTIVATION_CODES["identity"]
 CODEBOOK_UPDATES = ("gradient", "ema")
 PRIOR_KINDS = ("categorical", "markov")
 
 
 class VQResult(NamedTuple):
-    """What one forward pass computed (per example, nats)."""
+    """What one forward pass computed (per example, nats, on the host); the first five fields
+    are those of ``losses.LossResult``."""
     loss: float               # the batch loss: mean of ``per_example``
     per_example: np.ndarray   # (B,)
-    ll: np.ndarray            # (B,) log p(x | z_q)
+    ll: np.ndarray            # (1, B) log p(x | z_q) (one "sample": the encoder is deterministic)
+    kl: np.ndarray            # (B,) m log C: the one-hot posterior's KL to the uniform prior
+    logw: None                # (no importance weights)
     d2: np.ndarray            # (B,) sum_j ||z_e[b, j] - z_q[b, j]||^2 (either squared term's value)
     codes: np.ndarray         # (B, m) int64
 
 
-class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with the core refactor
+class VQVAE(Model):
     """Vector-quantised VAE: an MLP encoder to m slots of size e, nearest-code quantisation
     against a learnt codebook of C codes, and the VAE's decoder on the m e quantised numbers.
 
@@ -103,7 +109,11 @@ class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with
         # small codes around 0, as in common VQ-VAE implementations: the encoder's outputs at
         # initialisation spread around them
         params["codebook"] = rng.uniform(-1.0 / C, 1.0 / C, (C, self.code_dim)).astype(self.dtype)
-        self._add_decoder_params(params, rng, (m_e,) + self.decoder_hidden_dims)
+        dec = (m_e,) + self.decoder_hidden_dims
+        add_mlp_params(params, rng, "dec", dec, self.dtype)
+        add_output_params(params, rng, "dec", dec[-1], self.input_dim, self.dtype)
+        if self.likelihood == "gaussian" and self.output_var == "learned":
+            params["dec.logvar"] = np.zeros(self.input_dim, self.dtype)
         return params
 
     @property
@@ -134,64 +144,68 @@ class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with
         return 1.0 if self.codebook_update == "gradient" else 0.0
 
     # ------------------------------------------------------------------ the chain
-    def _chain(self, x, p, k, need_grads, frozen=None):
-        """Forward (and backward) on validated x: (VQResult, grads or None, quantiser cache,
-        counts or None). With ``frozen`` (a ``quantize.Frozen``), the forward of the smooth
-        surrogate instead (codes and stop-gradient values held fixed; no backward).
+    def _forward(self, p, x, y, eps, beta, objective, free_bits, *, k):
+        """x -> z_e rows -> nearest codes -> z_q -> decoder -> log p(x|z_q), with the codebook
+        and commitment terms. Returns (VQResult, cache)."""
+        return self._chain_forward(p, x, k=k)
 
-        Forward: encoder -> z_e rows -> nearest codes -> z_q -> decoder -> likelihood, with the
-        two squared terms. Backward: likelihood -> decoder -> dz_q, copied to z_e (straight
-        through) plus the commitment term's gradient; the codebook term's gradient scattered
-        into the codebook rows; then the encoder head and hidden stack.
-        """
+    def _chain_forward(self, p, x, *, k, frozen=None):
+        """The forward of ``_forward``; with ``frozen`` (a ``quantize.Frozen``), the forward of
+        the smooth surrogate instead: codes and stop-gradient values held fixed."""
         B = x.shape[0]
-        m, e, C = self.n_latents, self.code_dim, self.n_codes
-        # ---- forward
-        a, enc_hidden = mlp_forward(x, mlp_layers(p, "enc", len(self.hidden_dims)), self._act, k=k)
-        z_e, head_cache = dense_forward(a, p["enc.W_e"], p["enc.b_e"], IDENTITY, k=k)
+        m, e = self.n_latents, self.code_dim
+        a, enc = mlp_forward(x, mlp_layers(p, "enc", len(self.hidden_dims)), self._act, k=k)
+        z_e, head = dense_forward(a, p["enc.W_e"], p["enc.b_e"], IDENTITY, k=k)     # (B, m e)
         if frozen is None:
-            z_q, idx, d2, q_cache = quantize.quantize_forward(z_e.reshape(B * m, e), p["codebook"], k=k)
+            z_q, idx, d2, quant = quantize.quantize_forward(z_e.reshape(B * m, e), p["codebook"], k=k)
             code = commit = d2          # both squared terms have the value ||z_e - z_q||^2
         else:
-            z_q, code, commit = quantize.surrogate_forward(z_e.reshape(B * m, e), p["codebook"], frozen, k=k)
-            idx, q_cache, need_grads = frozen.idx, None, False
-        out, dec_cache = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
-                                            z_q.reshape(B, m * e), self._act, k=k)
-        out = out.reshape(1, B, self.input_dim)     # the likelihood kernels take (K, B, D), K = 1
-        ll, ll_cache = self._loglik_forward(x, out, p, k=k)
-        ll_h = quantize.host_rows(ll, k=k)[0]   # (B,)  DRAFT: the likelihood helper's host read
-        d2_b = quantize.slot_sums(commit, B, k=k)
-        per_example = (-ll_h + self._codebook_weight * quantize.slot_sums(code, B, k=k)
-                       + self.commitment * d2_b)
-        codes = quantize.host_rows(idx, k=k).reshape(B, m)
-        result = VQResult(float(per_example.mean()), per_example, ll_h, d2_b, codes)
-        if not need_grads:
-            return result, None, q_cache, None
-        # ---- backward
+            z_q, code, commit = quantize.surrogate_forward(z_e.reshape(B * m, e), p["codebook"],
+                                                           frozen, k=k)
+            idx, quant = frozen.idx, None
+        out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
+                                      z_q.reshape(B, m * e), self._act, k=k)
+        # the likelihood kernels take (K, B, D): one "sample", the encoder being deterministic
+        ll, lik = self._loglik_forward(x, out.reshape(1, B, self.input_dim), p, k=k)
+        (loss, per_example, ll_h, d2_b), obj = vq_objective_forward(
+            ll, code, commit, m, self._codebook_weight, self.commitment, k=k)
+        kl = np.full(B, m * np.log(self.n_codes), self.dtype)
+        result = VQResult(loss, per_example, ll_h, kl, None, d2_b,
+                          quantize.host_rows(idx, k=k).reshape(B, m))
+        return result, (enc, head, quant, dec, lik, obj)
+
+    def _backward(self, cache, *, k, need_dx):
+        """The straight-through backward: the likelihood -> decoder -> dz_q, copied to z_e and
+        joined by the commitment term's gradient; the codebook term's gradient scattered into
+        the codebook rows; then the encoder head and hidden stack. No input gradient (the
+        quantiser has none)."""
+        enc, head, quant, dec, lik, obj = cache
+        B, m, e = obj.batch, self.n_latents, self.code_dim
+        if need_dx:
+            raise ValueError("return_dx is not available for a VQVAE: the quantiser has no "
+                             "gradient with respect to x")
         grads: dict = {}
-        dll = np.full((1, B), -1.0 / B, self.dtype)
-        dout = self._loglik_backward(dll, ll_cache, grads, k=k).reshape(B, self.input_dim)
-        dz_q = output_net_backward(dout, dec_cache, "dec", grads, k=k)        # (B, m e)
-        dd_commit = np.full(B * m, self.commitment / B, self.dtype)
-        dd_code = np.full(B * m, self._codebook_weight / B, self.dtype)
+        dll, dd_code, dd_commit = vq_objective_backward(obj, k=k)
+        dout = self._loglik_backward(dll, lik, grads, k=k)
+        dz_q = output_net_backward(dout.reshape(B, self.input_dim), dec, "dec", grads, k=k)
         dz_e, grads["codebook"], counts = quantize.quantize_backward(
-            dz_q.reshape(B * m, e), dd_commit, dd_code, q_cache, k=k)
+            dz_q.reshape(B * m, e), dd_commit, dd_code, quant, k=k)
         da, grads["enc.W_e"], grads["enc.b_e"] = dense_backward(
-            dz_e.reshape(B, m * e), head_cache, k=k, need_da=len(self.hidden_dims) > 0)
-        _, hidden_grads = mlp_backward(da, enc_hidden, k=k, need_da=False)
+            dz_e.reshape(B, m * e), head, k=k, need_da=len(enc) > 0)
+        _, hidden_grads = mlp_backward(da, enc, k=k, need_da=False)
         for i, (dW, db) in enumerate(hidden_grads):
             grads[f"enc.W{i}"], grads[f"enc.b{i}"] = dW, db
-        return result, {key: grads[key] for key in self.params}, q_cache, counts
+        # what after_step reads: valid until the next loss_and_grads (the same rule as grads)
+        self._last_step = (quant, counts)
+        return grads, None
 
     # ------------------------------------------------------------------ validation
-    def _check_vq_call(self, x, y=None, n_samples=1, beta=1.0, objective="elbo", free_bits=0.0, eps=None):
-        """x checked; the options of the Gaussian models refused unless at their defaults
-        (fit passes them to every model; the VQ-VAE has no noise, no KL to weight, one objective)."""
+    def check_call(self, x, y, n_samples, beta, objective, free_bits):
+        """As the base's, with the options of the Gaussian models refused unless at their
+        defaults (fit passes them to every model; the VQ-VAE has no noise, no KL to weight, one
+        objective). Returns (x, None, 1, 1.0, "elbo", 0.0)."""
         x = self.check_x(x)
-        if y is not None:
-            raise ValueError("y must be None for VQVAE (labels are for the CVAE)")
-        if eps is not None:
-            raise ValueError("eps must be None for VQVAE: the model has no noise (draw_eps returns None)")
+        self.check_y(y, x.shape[0])
         if check_int("n_samples", n_samples, min_value=1) != 1:
             raise ValueError(f"n_samples must be 1 for VQVAE (its encoder is deterministic); got {n_samples}")
         if check_float("beta", beta, min_value=0.0) != 1.0:
@@ -200,8 +214,11 @@ class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with
         if check_choice("objective", objective, ("elbo", "iwae")) != "elbo":
             raise ValueError("objective must be 'elbo' for VQVAE")
         if check_float("free_bits", free_bits, min_value=0.0) != 0.0:
-            raise ValueError("free_bits must be 0 for VQVAE")
-        return x
+            raise ValueError(f"free_bits must be 0 for VQVAE; got {free_bits}")
+        return x, None, 1, 1.0, "elbo", 0.0
+
+    def _check_eps(self, eps, n_samples, batch):
+        raise ValueError("eps must be None for VQVAE: the model has no noise (draw_eps returns None)")
 
     def draw_eps(self, n_samples, batch, rng):
         """The VQ-VAE has no noise: None (the structure its ``eps`` takes)."""
@@ -222,37 +239,17 @@ class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with
         return np.ascontiguousarray(codes, dtype=np.int64)
 
     # ------------------------------------------------------------------ public API
-    def loss_and_grads(self, x, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",
-                       free_bits=0.0, y=None, params=None):
-        """Batch loss (nats, mean over the batch) and its straight-through gradients, keyed as
-        params. Deterministic (no noise). ``params``: another dict of the same arrays to evaluate
-        the model at (fit's device copies on the cuda backend). The returned gradients belong to
-        the model until its next ``loss_and_grads``; so does the step's quantiser state that
-        ``after_step`` reads."""
-        x = self._check_vq_call(x, y, n_samples, beta, objective, free_bits, eps)
-        p = self.params if params is None else params
-        result, grads, cache, counts = self._chain(x, p, self._bound_kernels(), need_grads=True)
-        self._last_step = (cache, counts)
-        return result.loss, grads
-
+    # loss_and_grads, loss and forward are the base class's: deterministic, no eps.
     def straight_through_surrogate(self, x):
         """The smooth function S(params) whose exact gradient ``loss_and_grads(x)`` returns at the
         current parameters: the loss with the codes and both stop-gradient values frozen at
         their current values (docs/derivations.md, "VQ-VAE"). For gradient checks:
         ``sv.check_gradients(model.straight_through_surrogate(x), model.params, grads)``."""
-        x = self._check_vq_call(x)
-        _, _, cache, _ = self._chain(x, self.params, self.kernels, need_grads=False)
-        frozen = quantize.freeze(cache, k=self.kernels)
-        return lambda params: self._chain(x, params, self.kernels, False, frozen=frozen)[0].loss
-
-    def loss(self, x, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo", free_bits=0.0, y=None):
-        """The same value as ``loss_and_grads`` without the backward pass."""
-        return self.forward(x, n_samples, eps, rng, objective, y).loss
-
-    def forward(self, x, n_samples=1, eps=None, rng=None, objective="elbo", y=None):
-        """The forward pass's per-example quantities as a ``VQResult`` (ll, d2, codes, ...)."""
-        x = self._check_vq_call(x, y, n_samples, 1.0, objective, 0.0, eps)
-        return self._chain(x, self.params, self.kernels, need_grads=False)[0]
+        x = self.check_x(x)
+        k = self.kernels
+        _, (_, _, quant, _, _, _) = self._chain_forward(self.params, x, k=k)
+        frozen = quantize.freeze(quant, k=k)
+        return lambda params: self._chain_forward(params, x, k=k, frozen=frozen)[0].loss
 
     def encode(self, x):
         """The codes of x: (B, m) int64, each the nearest code of its slot (ties: the smallest)."""
@@ -261,27 +258,27 @@ class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with
     def decode(self, codes):
         """Mean of p(x | z_q(codes)): probabilities (bernoulli) or means (gaussian), (B, D)."""
         codes = self.check_codes(codes)
-        k, B = self.kernels, codes.shape[0]
+        k = self.kernels
         z_q = k.gather_fwd(self.params["codebook"], codes.reshape(-1))
         out, _ = output_net_forward(self.params, "dec", len(self.decoder_hidden_dims),
-                                    z_q.reshape(B, self.latent_dim), self._act, k=k)
-        return self._mean_of(quantize.host_rows(out, k=k))
+                                    z_q.reshape(codes.shape[0], self.latent_dim), self._act, k=k)
+        return self._mean_of(out)
 
     def reconstruction_log_likelihood(self, x):
         """log p(x | z_q(x)) per example, (B,), nats."""
-        return self.forward(x).ll
+        return self.forward(x).ll[0]
 
     def elbo(self, x, n_samples=1, rng=None, y=None, eps=None, prior="uniform"):
         """The bound on log p(x) per example, (B,), nats (higher is better):
         log p(x | z_q(x)) + log pi(codes(x)), with pi uniform (-m log C) or, with
-        ``prior="fitted"``, the prior ``fit_prior`` fitted."""
+        ``prior="fitted"``, the prior ``fit_prior`` fitted. (``rng`` is unused: no noise.)"""
         prior = check_choice("prior", prior, ("uniform", "fitted"))
         r = self.forward(x, n_samples=n_samples, eps=eps, y=y)
         if prior == "uniform":
-            return r.ll - self.n_latents * np.log(self.n_codes)
+            return r.ll[0] - r.kl
         if self.code_prior.kind == "uniform":
             raise ValueError("prior='fitted' needs a fitted prior over codes: call fit_prior first")
-        return r.ll + self.code_prior.log_prob(r.codes)
+        return r.ll[0] + self.code_prior.log_prob(r.codes)
 
     def sample(self, n, rng=None):
         """Decoded means of n code vectors drawn from the prior over codes: (n, D)."""
@@ -416,28 +413,3 @@ class VQVAE(_DraftBase):  # DRAFT: the base class of the model family comes with
         model.params = {key: np.ascontiguousarray(v) for key, v in params.items()}
         model._load_state_arrays(arrays, path)
         return model
-
-    # ------------------------------------------------------------------ DRAFT plumbing (the base class's, after the core refactor)
-    @property
-    def kernels(self):
-        return self._k
-
-    def _bound_kernels(self):
-        return self._k
-
-    def check_x(self, x, name="x"):
-        return self._check_x(x, name)
-
-    def _loss_and_grads(self, x, y, eps, beta, objective, free_bits=0.0, need_grads=True,
-                        need_dx=False, params=None, ws=None):
-        self._check_vq_call(x, y, 1, beta, objective, free_bits, eps)
-        result, grads, cache, counts = self._chain(x, self.params if params is None else params,
-                                                   self._k, need_grads=need_grads)
-        self._last_step = (cache, counts)
-        return result, grads, None
-
-    def _loglik_forward(self, x, out, params=None, *, k=None):
-        return super()._loglik_forward(x, out, params)
-
-    def _loglik_backward(self, dll, cache, grads, *, k=None):
-        return super()._loglik_backward(dll, cache, grads)
