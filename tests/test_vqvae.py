@@ -600,3 +600,20 @@ def test_the_command_line_trains_evaluates_samples_and_reconstructs_a_vqvae(tmp_
 def test_vq_options_are_checked(argv, fragment, tmp_path):
     code, _, err = _cli(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet", *argv])
     assert code == 2 and fragment in err, err
+
+
+@pytest.mark.cudasim
+@pytest.mark.skipif(not config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+def test_fit_on_the_cuda_backend_follows_numpy_with_ema_and_restarts(monkeypatch):
+    """fit keeps the parameters on the device: the EMA step, the counts and the restarts read
+    and write device arrays through the kernels. Two epochs of tiny batches agree with numpy."""
+    from scratchvae.kernels import _jit
+    monkeypatch.setattr(_jit, "TPB", 4)
+    monkeypatch.setattr(_jit, "TPB_1D", 8)
+    x = np.random.default_rng(20).random((8, 6))
+    models = [_model(b, codebook_update="ema", restart_after=1, hidden_dims=(3,)) for b in ("numpy", "cuda")]
+    histories = [sv.fit(m, x, epochs=2, batch_size=4, progress=False) for m in models]
+    for key in models[0].params:
+        np.testing.assert_allclose(models[1].params[key], models[0].params[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    assert histories[1]["perplexity"] == pytest.approx(histories[0]["perplexity"], rel=1e-12)
+    np.testing.assert_allclose(models[1]._ema.sum, models[0]._ema.sum, rtol=1e-9, atol=1e-12)
