@@ -8,8 +8,8 @@ Symbols: B batch, D data dimension, m = n_latents slots, e = code_dim, C = n_cod
     codes     (B, m)    k_bj = argmin_c ||z_e[b, j] - codebook[c]||^2, ties to the smallest c
     z_q       (N, e)    codebook[k]; the decoder reads reshape(z_q, (B, m e))
     out       (B, D)    decoder output: logits (bernoulli) or means (gaussian)
-    ll        (B,)      log p(x | z_q)
-    d2        (B, m)    ||z_e[b, j] - z_q[b, j]||^2
+    ll        (1, B)    log p(x | z_q) (one "sample": the encoder is deterministic)
+    d2        (N,)      ||z_e[b, j] - z_q[b, j]||^2, row b m + j
 
 Loss per example (minimised), w = 1 for codebook_update="gradient" and 0 for "ema":
 
@@ -355,6 +355,15 @@ class VQVAE(Model):
         stats = quantize.usage_stats(self._epoch_counts)
         self._epoch_counts = np.zeros(self.n_codes)
         return stats
+
+    def astype(self, dtype):
+        """A copy of the model with parameters (and the EMA statistics) cast to ``dtype``, the
+        prior over codes and the idle counts kept."""
+        new = super().astype(dtype)
+        new.code_prior, new._idle = self.code_prior, self._idle.copy()
+        if self._ema is not None:
+            new._ema = quantize.EMAState(*(a.astype(new.dtype) for a in self._ema))
+        return new
 
     # ------------------------------------------------------------------ checkpoints
     def _state_arrays(self) -> dict:

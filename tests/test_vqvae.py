@@ -617,3 +617,16 @@ def test_fit_on_the_cuda_backend_follows_numpy_with_ema_and_restarts(monkeypatch
         np.testing.assert_allclose(models[1].params[key], models[0].params[key], rtol=1e-9, atol=1e-12, err_msg=key)
     assert histories[1]["perplexity"] == pytest.approx(histories[0]["perplexity"], rel=1e-12)
     np.testing.assert_allclose(models[1]._ema.sum, models[0]._ema.sum, rtol=1e-9, atol=1e-12)
+
+
+def test_astype_keeps_the_prior_and_casts_the_ema_state():
+    rng = np.random.default_rng(21)
+    model = _model(codebook_update="ema", dtype="float32")
+    x = _data(rng, 6).astype(np.float32)
+    model.loss_and_grads(x)
+    model.after_step()
+    model.fit_prior(x, kind="categorical")
+    new = model.astype("float64")
+    assert new.dtype == np.float64 and new.prior_kind == "categorical"
+    assert new._ema.sum.dtype == np.float64 and all(v.dtype == np.float64 for v in new.params.values())
+    np.testing.assert_array_equal(new.encode(x.astype(np.float64)), model.encode(x))
