@@ -630,3 +630,24 @@ def test_astype_keeps_the_prior_and_casts_the_ema_state():
     assert new.dtype == np.float64 and new.prior_kind == "categorical"
     assert new._ema.sum.dtype == np.float64 and all(v.dtype == np.float64 for v in new.params.values())
     np.testing.assert_array_equal(new.encode(x.astype(np.float64)), model.encode(x))
+
+
+def test_gradients_stay_valid_until_the_next_loss_and_grads():
+    """The aliasing rule: loss, forward, encode, decode, elbo, sample, codebook_usage and the
+    surrogate allocate their own arrays and leave the gradients of loss_and_grads alone."""
+    rng = np.random.default_rng(22)
+    model = _model("numba")
+    _spread_codebook(model, rng)
+    x, other = _data(rng, 5), _data(rng, 7)
+    _, grads = model.loss_and_grads(x)
+    kept = {key: np.array(v) for key, v in grads.items()}
+    model.loss(other)
+    model.decode(model.encode(other))
+    model.elbo(other)
+    model.sample(4)
+    model.codebook_usage(other)
+    model.straight_through_surrogate(other)(model.params)
+    for key in kept:
+        np.testing.assert_array_equal(grads[key], kept[key], err_msg=key)
+    _, again = model.loss_and_grads(x)
+    assert all(again[key] is grads[key] for key in grads)      # the model's work buffers, reused
