@@ -10,8 +10,9 @@ Symbols (docs/derivations.md, "VQ-VAE"): B batch, m slots, e code size, C codes,
     d2         (N,)     ||z_e_n - z_q_n||^2, the value of both the codebook and the commitment term
 
 Every function takes the backend's kernel set ``k`` (bound to a workspace or not) and never
-branches on the backend. The host reads a loss needs (the per-example sum of d2 over the slots,
-the code counts of a step) happen here, not in the model.
+branches on the backend. The host reads the model needs (the codes, the code counts of a step,
+the rows a restart copies) happen here, not in the model; the loss's own are in
+``losses.vq_objective_forward``.
 Derivation: docs/derivations.md, "VQ-VAE".
 """
 from __future__ import annotations
@@ -94,15 +95,9 @@ def surrogate_forward(z_e, codebook, frozen: Frozen, *, k: Kernels):
     return z_st, code, commit
 
 
-def slot_sums(d2, batch: int, *, k: Kernels) -> np.ndarray:
-    """sum_j d2_bj for each example, on the host: (N,) -> (B,) with N = B m (rows b*m .. b*m+m-1
-    are the slots of example b)."""
-    return np.asarray(k.to_host(d2)).reshape(batch, -1).sum(axis=1)
-
-
 def host_rows(a, *, k: Kernels) -> np.ndarray:
-    """``a`` as a host NumPy array (the identity on the CPU backends): the per-example values a
-    loss reports and the codes ``encode`` returns are read here."""
+    """``a`` as a host NumPy array (the identity on the CPU backends): the codes a forward pass
+    reports (and ``encode`` returns) are read here."""
     return np.asarray(k.to_host(a))
 
 
