@@ -9,6 +9,7 @@ Symbols: B batch, D data dimension, d latent dimension, K samples.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -255,3 +256,27 @@ def assert_gradient_close(analytic, numeric, name, rtol):
         f"{name}: gradient differs from finite differences: max entry-wise relative error "
         f"{entry:.3e}, normwise {norm:.3e} (tolerance {rtol:g})\nanalytic\n{np.asarray(analytic)}"
         f"\nnumerical\n{numeric}")
+
+
+# ---------------------------------------------------------------- planar flows (FlowVAE)
+def planar_flow(z0, u, w, b):
+    """The L planar steps, one sample, one example and one step at a time, in float64, with the
+    log-det in the textbook form log|1 + (1 - t^2) w . uh| (the kernels use an equivalent
+    form). Returns (zL, logdet, zin, t, uh) shaped as planar_flow_fwd's outputs."""
+    K, B, d = z0.shape
+    L = u.shape[1]
+    zL = np.array(z0, dtype=np.float64)
+    logdet = np.zeros((K, B))
+    zin, t, uh = np.zeros((L, K, B, d)), np.zeros((L, K, B)), np.zeros((B, L, d))
+    for bb in range(B):
+        for i in range(L):
+            ui, wi = u[bb, i].astype(np.float64), w[bb, i].astype(np.float64)
+            m = float(wi @ ui)
+            uh[bb, i] = ui + (math.log1p(math.exp(m)) - 1.0 - m) * wi / float(wi @ wi)
+            for k in range(K):
+                zin[i, k, bb] = zL[k, bb]
+                t[i, k, bb] = math.tanh(float(wi @ zL[k, bb]) + float(b[bb, i]))
+                zL[k, bb] = zL[k, bb] + uh[bb, i] * t[i, k, bb]
+                psi = (1.0 - t[i, k, bb] ** 2) * wi
+                logdet[k, bb] += math.log(abs(1.0 + float(psi @ uh[bb, i])))
+    return zL, logdet, zin, t, uh
