@@ -280,3 +280,37 @@ def planar_flow(z0, u, w, b):
                 psi = (1.0 - t[i, k, bb] ** 2) * wi
                 logdet[k, bb] += math.log(abs(1.0 + float(psi @ uh[bb, i])))
     return zL, logdet, zin, t, uh
+
+
+def flow_vae_forward(params, x, eps, *, flow_length, activation="relu", likelihood="bernoulli",
+                     output_var=1.0, beta=1.0, objective="elbo"):
+    """The FlowVAE loss: the encoder's five heads, the planar steps one sample at a time
+    (``planar_flow``, textbook log-det), the decoder and the densities written directly.
+
+    Returns a dict: loss, per_example (B,), ll (K, B), logq (K, B), logpz (K, B), zL (K, B, d).
+      elbo:  loss(x) = -(1/K) sum_k [ log p(x|zL_k) + beta (log p(zL_k) - log q(zL_k|x)) ]
+      iwae:  loss(x) = -(logsumexp_k log w_k - log K),  log w = log p(x|zL) + log p(zL) - log q
+    """
+    B, d, L = x.shape[0], eps.shape[2], flow_length
+    a = mlp(params, "enc", x, activation)
+    head = lambda name: a @ params[f"enc.W_{name}"] + params[f"enc.b_{name}"]  # noqa: E731
+    mu, logvar = head("mu"), head("logvar")
+    u, w = head("flow_u").reshape(B, L, d), head("flow_w").reshape(B, L, d)
+    b = head("flow_b")
+    z0 = mu + np.exp(logvar / 2.0) * eps
+    zL, logdet, *_ = planar_flow(z0, u, w, b)
+    if likelihood == "gaussian":
+        lv = params["dec.logvar"] if output_var == "learned" else np.full(x.shape[1], np.log(output_var))
+    ll = []
+    for k in range(eps.shape[0]):
+        out, _ = decoder(params, zL[k], activation)
+        ll.append(bernoulli_loglik(x, out) if likelihood == "bernoulli" else gaussian_loglik(x, out, lv))
+    ll = np.array(ll)
+    logq = log_normal(z0, mu, logvar) - logdet
+    logpz = log_standard_normal(zL)
+    if objective == "elbo":
+        per_example = -(ll + beta * (logpz - logq)).mean(axis=0)
+    else:
+        per_example = -(logsumexp(ll + logpz - logq, axis=0) - np.log(eps.shape[0]))
+    return dict(loss=float(per_example.mean()), per_example=per_example, ll=ll, logq=logq,
+                logpz=logpz, zL=zL)
