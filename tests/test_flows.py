@@ -450,3 +450,23 @@ def test_cli_refuses_bad_flow_options(argv, message, capsys):
     from scratchvae import cli
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_gradients_live_until_the_next_loss_and_grads():
+    """The aliasing rule of the model base holds for the flow: the gradients are the model's
+    buffers, reused by the next loss_and_grads (numba: no new arrays) and untouched by the
+    posterior methods, which run on fresh arrays."""
+    kwargs = dict(input_dim=6, hidden_dims=(5,), latent_dim=2, flow_length=3, activation="tanh",
+                  likelihood="bernoulli", seed=1)
+    model, x, rng = _build(kwargs, 2, 4, backend="numba")
+    eps = _eps(model, rng, 2, 4)
+    _, g1 = model.loss_and_grads(x, n_samples=2, eps=eps, objective="iwae")
+    kept = {key: g.copy() for key, g in g1.items()}
+    z, _ = model.sample_posterior(x, 3, np.random.default_rng(0))
+    model.posterior_log_density(z[0], x)
+    model.loss(x, n_samples=2, eps=2 * eps)
+    model.log_likelihood(x, k=10, rng=np.random.default_rng(1))
+    for key in g1:
+        np.testing.assert_array_equal(g1[key], kept[key], err_msg=f"{key} changed")
+    _, g2 = model.loss_and_grads(x, n_samples=2, eps=2 * eps, objective="iwae")
+    assert all(g2[key] is g1[key] for key in g1), "a second call reuses the buffers"
