@@ -93,7 +93,8 @@ def main(argv=None):
     arch = dict(hidden_dims=(64,), latent_dim=2, activation="tanh")
     makers = {"VAE (Gaussian q)": lambda seed: sv.VAE(64, seed=seed, **arch)}
     for L in lengths:
-        makers[f"FlowVAE L={L}"] = lambda seed, L=L: sv.FlowVAE(64, flow_length=L, seed=seed, **arch)
+        makers[f"FlowVAE L={L}"] = (lambda seed, L=L:
+                                    sv.FlowVAE(64, flow_length=L, seed=seed, **arch))
     B = x_te.shape[0]
     print(f"64-64-2 (tanh, bernoulli) encoders and decoders, {epochs} epochs each on "
           f"{x_tr.shape[0]} digits (Adam 3e-3, batch 64), seeds {seeds}; means over {B} test "

@@ -28,4 +28,5 @@ def __getattr__(name):
 
 
 __all__ = ["VAE", "CVAE", "HVAE", "FlowVAE", "gradcheck", "check_gradients", "SGD", "Adam",
-           "Adagrad", "fit", "DivergenceError", "Workspace", "data", "evaluate", "viz", "schedules", "__version__"]
+           "Adagrad", "fit", "DivergenceError", "Workspace", "data", "evaluate", "viz", "schedules",
+           "__version__"]

@@ -517,7 +517,8 @@ def elbo_gap(model, x, tol=1e-6, max_level=None, y=None, bound=8.0, n_std=10.0):
 class MCGap(NamedTuple):
     """The ELBO gap with a sampled ELBO (``mc_elbo_gap``): (B,) arrays and two batch scalars."""
     log_px: np.ndarray        # exact log p(x) by quadrature
-    elbo: np.ndarray          # Monte Carlo ELBO: mean over n samples of log w = log p(x, z) - log q(z|x)
+    elbo: np.ndarray          # Monte Carlo ELBO: mean over n samples of
+                              # log w = log p(x, z) - log q(z|x)
     elbo_stderr: np.ndarray   # its standard error, std(log w) / sqrt(n)
     gap: np.ndarray           # log_px - elbo
     mean_gap: float           # gap averaged over the examples
@@ -579,14 +580,15 @@ def posterior_grid(model, x, axes, y=None):
     if model.latent_dim != 2 or not isinstance(axes, (tuple, list)) or len(axes) != 2:
         raise ValueError(f"posterior_grid needs latent_dim 2 and axes = (z1 axis, z2 axis); got "
                          f"latent_dim {model.latent_dim}")
-    axes = tuple(check_array(f"axes[{j}]", a, ndim=1, dtype=model.dtype) for j, a in enumerate(axes))
+    axes = tuple(check_array(f"axes[{j}]", a, ndim=1, dtype=model.dtype)
+                 for j, a in enumerate(axes))
     std = np.exp(0.5 * model.encode(x, **_ykw(y))[1]).min(axis=0)
     for j, a in enumerate(axes):
         h = np.diff(a)
         if a.size < MIN_GRID_POINTS or np.any(h <= 0) or h.max() > std[j]:
             raise ValueError(f"axes[{j}] is too coarse for the quadrature: it needs at least "
-                             f"{MIN_GRID_POINTS} increasing points spaced at most {std[j]:.3g} (the "
-                             f"smallest std of q(z|x) along z_{j + 1}); got {a.size} points, "
+                             f"{MIN_GRID_POINTS} increasing points spaced at most "
+                             f"{std[j]:.3g} (the smallest std of q(z|x) along z_{j + 1}); got {a.size} points, "
                              f"spacing up to {h.max() if h.size else float('nan'):.3g}")
     log_joint, log_q = grid_log_densities(model, x, axes, y=y)
     lw = _layout_weights(axes)
@@ -704,14 +706,16 @@ def format_report(report) -> str:
         cells = "  ".join(f"z{j + 1}:{v:.3f}" for j, v in enumerate(kls[s:s + per_line], start=s))
         lines.append(f"  {label:<{w}}{cells}")
     if "exact_log_likelihood" in report:
-        lines.append(f"  {'exact log p(x) (quadrature)':<{w}}{report['exact_log_likelihood']:>12.4f}")
+        lines.append(f"  {'exact log p(x) (quadrature)':<{w}}"
+                     f"{report['exact_log_likelihood']:>12.4f}")
         if "exact_elbo" in report:
             lines.append(f"  {'exact ELBO (quadrature)':<{w}}{report['exact_elbo']:>12.4f}")
         gse = report.get("gap_stderr")
         lines.append(f"  {'gap log p(x) - ELBO':<{w}}{report['gap']:>12.4f}"
                      + (f" +- {gse:.4f} (ELBO sampled)" if gse is not None else ""))
         if "kl_q_posterior" in report:
-            lines.append(f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}{report['kl_q_posterior']:>12.4f}")
+            lines.append(f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}"
+                         f"{report['kl_q_posterior']:>12.4f}")
     return "\n".join(lines)
 
 

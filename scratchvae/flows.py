@@ -164,7 +164,8 @@ class FlowVAE(VAE):
         model's seeded stream), then the planar steps, log q by the change of variables."""
         x = self.check_x(x)
         self.check_y(y, x.shape[0])
-        eps = self.draw_eps(n_samples, x.shape[0], self.rng if rng is None else check_rng("rng", rng))
+        rng = self.rng if rng is None else check_rng("rng", rng)
+        eps = self.draw_eps(n_samples, x.shape[0], rng)
         k = self.kernels
         mu, logvar, u, w, b, _, _ = self._encoder_forward(self.params, x, k=k)
         z0, _ = reparameterize_forward(mu, logvar, eps, k=k)

@@ -220,7 +220,7 @@ def gaussian_objective_backward(cache, *, k):
     return gaussian_iwae_backward(cache, k=k)
 
 
-# ================================================================== a planar-flow posterior (FlowVAE)
+# ============================================================= a planar-flow posterior (FlowVAE)
 class FlowObjectiveCache(NamedTuple):
     objective: str
     beta: float
@@ -263,7 +263,8 @@ def flow_objective_backward(cache: FlowObjectiveCache, *, k):
     the partials (z0 and zL held fixed; the model's chain adds the paths through them).
     Equation: elbo: dll = -1/(K B), dlogq = beta/(K B), dlogp = -dlogq;
               iwae: dlogw = -(1/B) w~, dll = dlogp = dlogw, dlogq = -dlogw;
-              dzL = -dlogp zL;  dlogdet = -dlogq;  (dz0, dmu, dlogvar) of log N(z0; mu, exp(logvar)).
+              dzL = -dlogp zL;  dlogdet = -dlogq;
+              (dz0, dmu, dlogvar) of log N(z0; mu, exp(logvar)) with upstream dlogq.
     Derivation: docs/derivations.md, "Planar flows", "The loss and log q"."""
     K, B = cache.ll_shape
     if cache.objective == "elbo":

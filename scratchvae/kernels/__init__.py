@@ -55,11 +55,11 @@ adam_step            p, g, m, v, lr, beta1, beta2, eps, t            None (p, m,
 adagrad_step         p, g, s, lr, eps                                None (p, s in place)
 -------------------  ----------------------------------------------  ---------------------------
 planar flows (FlowVAE; L steps, parameters per example)
-planar_flow_fwd      z0 (K, B, d), u (B, L, d), w (B, L, d), b (B, L)  (zL (K, B, d), logdet (K, B),
+planar_flow_fwd      z0 (K, B, d), u, w (B, L, d), b (B, L)          (zL (K, B, d), logdet (K, B),
                                                                      zin (L, K, B, d), t (L, K, B),
                                                                      uh (B, L, d))
-planar_flow_bwd      dzL (K, B, d), dlogdet (K, B), zin, t, uh, u, w (dz0 (K, B, d), du, dw (B, L, d),
-                                                                     db (B, L))
+planar_flow_bwd      dzL (K, B, d), dlogdet (K, B), zin, t, uh, u, w (dz0 (K, B, d), du, dw
+                                                                     (B, L, d), db (B, L))
 ===================  ==============================================  ===========================
 """
 from __future__ import annotations

@@ -761,7 +761,8 @@ def adagrad_step(p, g, s, lr, eps):
 # written out in each kernel (a device function would need a GPU context to compile to PTX).
 @cuda.jit
 def _planar_uh_kernel(u, w, uh, sp):
-    """uh = u + (softplus(m) - 1 - m) w / (w . w), sp = softplus(m), m = w . u; one thread per (b, i)."""
+    """uh = u + (softplus(m) - 1 - m) w / (w . w), sp = softplus(m), m = w . u; one thread per
+    (b, i)."""
     e = cuda.grid(1)
     nb, nl, nd = u.shape
     if e < nb * nl:
@@ -842,7 +843,8 @@ def _planar_bwd_kernel(dzL, dlogdet, zin, t, uh, u, w, g, du, dw, db):
                 n += w[bb, i, j] * w[bb, i, j]
             sp = (m if m > zero else zero) + math.log1p(math.exp(-abs(m)))
             c = (sp - one - m) / n
-            # sigmoid(m) = exp(-softplus(-m)), sigmoid(m) - 1 = -exp(-softplus(m)): relative accuracy
+            # sigmoid(m) = exp(-softplus(-m)), sigmoid(m) - 1 = -exp(-softplus(m)): relative
+            # accuracy
             spn = (-m if -m > zero else zero) + math.log1p(math.exp(-abs(m)))  # softplus(-m)
             sig, sig_m1 = math.exp(-spn), -math.exp(-sp)
             for j in range(nd):
