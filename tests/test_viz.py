@@ -73,6 +73,10 @@ def _cases():
                      {"auc": 0.8}),
         "plot_codebook_usage": (viz.plot_codebook_usage, (rng.integers(0, 5, (2, 8)) + 1,),
                                 {"labels": ["a", "b"]}),
+        "plot_posterior_comparison": (viz.plot_posterior_comparison,
+                                      (g1, g2, np.stack([log_p, log_q, log_q], axis=1),
+                                       ["exact", "flow q", "Gaussian q"]),
+                                      {"x_images": img(2), "row_titles": ["a", "b"]}),
     }
 
 
@@ -416,6 +420,14 @@ def _bad_cases(tmp):
         (viz.plot_history, ({"train_loss": [1.0, 2.0], "val_loss": [1.0]},), {},
          "history['val_loss']"),
         (viz.plot_history, ({"train_loss": []},), {}, "history['train_loss']"),
+        (viz.plot_posterior_comparison, (g1, g2, lp, ["a"]), {}, "log_densities"),
+        (viz.plot_posterior_comparison, (g1, g2, lp[:, None, :, :4], ["a"]), {}, "log_densities"),
+        (viz.plot_posterior_comparison, (g1, g2, np.full((2, 1, 4, 5), -np.inf), ["a"]), {},
+         "log_densities"),
+        (viz.plot_posterior_comparison, (g1, g2[::-1], lp[:, None], ["a"]), {}, "z2"),
+        (viz.plot_posterior_comparison, (g1, g2, lp[:, None], ["a", "b"]), {}, "column_titles"),
+        (viz.plot_posterior_comparison, (g1, g2, lp[:, None], ["a"]), {"x_images": x},
+         "x_images"),
     ]
 
 

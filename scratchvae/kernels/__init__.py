@@ -61,9 +61,15 @@ sqdist_fwd           a (N, e), b (N, e)                              d (N,) = su
 sqdist_bwd           dd (N,), a, b                                   da (N, e) = 2 dd (a - b)
 vq_ema               ema_count (C,), ema_sum (C, e), counts (C,),    (count (C,), sum (C, e),
                      sums (C, e), decay, eps                          codebook (C, e))
+-------------------  ----------------------------------------------  ---------------------------
+planar_flow_fwd      z0 (K, B, d), u, w (B, L, d), b (B, L)          (zL (K, B, d), logdet (K, B),
+                                                                     zin (L, K, B, d), t (L, K, B),
+                                                                     uh (B, L, d))
+planar_flow_bwd      dzL (K, B, d), dlogdet (K, B), zin, t, uh, u, w (dz0 (K, B, d), du, dw
+                                                                     (B, L, d), db (B, L))
 ===================  ==============================================  ===========================
 
-The last block is the vector quantisation of the VQ-VAE: ``N`` rows of size ``e`` (the B * m
+The second-last block is the vector quantisation of the VQ-VAE: ``N`` rows of size ``e`` (the B * m
 encoder outputs), a codebook of ``C`` rows. ``vq_assign`` breaks ties to the smallest code
 number; ``gather_bwd`` is the gather's backward (a scatter-add into the table rows, rows added
 in order) with the number of rows sent to each code; ``sqdist_bwd`` differentiates the first
@@ -117,6 +123,10 @@ class Kernels(NamedTuple):
     sqdist_fwd: Callable
     sqdist_bwd: Callable
     vq_ema: Callable
+    # ---- planar flows (FlowVAE)
+    planar_flow_fwd: Callable
+    planar_flow_bwd: Callable
+    # (not a kernel; a field with a default must come after every field without one)
     workspace: object = None   # the Workspace the array kernels are bound to (None: unbound)
 
     def empty(self, shape, dtype):

@@ -57,6 +57,10 @@ SPECS = {
     "sqdist_fwd": ("a:N,e", "b:N,e"),
     "sqdist_bwd": ("dd:N", "a:N,e", "b:N,e"),
     "vq_ema": ("ema_count:C", "ema_sum:C,e", "counts:C", "sums:C,e", "decay", "eps"),
+    # ---- planar flows (FlowVAE)
+    "planar_flow_fwd": ("z0:K,B,d", "u:B,L,d", "w:B,L,d", "b:B,L"),
+    "planar_flow_bwd": ("dzL:K,B,d", "dlogdet:K,B", "zin:L,K,B,d", "t:L,K,B", "uh:B,L,d",
+                        "u:B,L,d", "w:B,L,d"),
 }
 # int64 arrays of row numbers (every other array argument is of the call's float dtype), and
 # per kernel what bounds them: an axis of another argument or a scalar argument.

@@ -93,6 +93,15 @@ def make_args(name, rng, dtype, dims, act=RELU, scale=1.0):
     # ---- vector quantisation: N = K * B rows of e = F numbers, a codebook of C = D rows
     if name in VQ_KERNELS:
         return _vq_args(name, rng, dt, K * B, F, D, scale)
+    if name.startswith("planar_flow"):  # ---- planar flows: L = min(N, 3) steps, latent d = F
+        L = min(N, 3)
+        z0, u, b = normal(K, B, F, s=scale), normal(B, L, F), normal(B, L, s=scale)
+        w = normal(B, L, F)
+        w = (w + np.where(w < 0, -0.5, 0.5)).astype(dt)  # ||w|| away from 0 (c divides by it)
+        if name == "planar_flow_fwd":
+            return z0, u, w, b
+        _, _, zin, t, uh = numpy_ref.planar_flow_fwd(z0, u, w, b)
+        return normal(K, B, F), normal(K, B), zin, t, uh, u, w
     raise ValueError(f"no test inputs for kernel {name!r}")
 
 
@@ -210,6 +219,8 @@ def _term_scales(name, args, expected):
         count = np.abs(ema_count) + np.abs(counts)
         mag = np.abs(ema_sum) + np.abs(sums)
         return [count, mag, np.abs(e64[2]) * 4.0 + mag / (np.abs(e64[0])[:, None] + 1e-5)]
+    if name.startswith("planar_flow"):  # a chain of nonlinear steps: judged per output array
+        return [np.full_like(e, np.abs(e).max() + 1.0) for e in e64]
     if name in IN_PLACE:
         old = [a64[0]] + a64[2:2 + IN_PLACE[name]]
         return [np.abs(o) + np.abs(e - o) for o, e in zip(old, e64)]
@@ -443,6 +454,10 @@ def _cuda_kernel_signatures(dt):
         "_sqdist_fwd_kernel": f"void({a2}, {a2}, {a1})",
         "_sqdist_bwd_kernel": f"void({a1}, {a2}, {a2}, {a2})",
         "_vq_ema_kernel": f"void({a1}, {a2}, {a1}, {a2}, {', '.join([dt] * 4)}, {a1}, {a2}, {a2})",
+        # ---- planar flows
+        "_planar_uh_kernel": f"void({a3}, {a3}, {a3}, {a2})",
+        "_planar_fwd_kernel": f"void({a3}, {a3}, {a2}, {a3}, {a2}, {a3}, {a2}, {_array_type(dt, 4)}, {a3})",
+        "_planar_bwd_kernel": f"void({a3}, {a2}, {_array_type(dt, 4)}, {a3}, {a3}, {a3}, {a3}, {a3}, {a3}, {a3}, {a2})",
     }
 
 

@@ -262,6 +262,8 @@ BIG_DIMS = {
     "vq_assign": (1, 16384, 2, 1, 2), "gather_fwd": (1, 16384, 2, 1, 2),
     "gather_bwd": (1, 16384, 2, 1, 2), "sqdist_fwd": (1, 16384, 2, 1, 2),
     "sqdist_bwd": (1, 16384, 2, 1, 2), "vq_ema": (1, 1, 2, 1, 16384),
+    # ---- planar flows: L = 3 steps, d = 2, B = 8192
+    "planar_flow_fwd": (2, 8192, 2, 3, 1), "planar_flow_bwd": (2, 8192, 2, 3, 1),
 }
 REUSE_CASES = [pytest.param(name, act, BIG_DIMS[name], id=case.id)
                for case in WS_CASES for name, act in [case.values]] + [
@@ -351,7 +353,8 @@ def test_every_array_kernel_takes_ws_and_has_a_no_allocation_case():
                                "reparam_fwd", "reparam_bwd", "kl_fwd", "kl_bwd", "bernoulli_ll_fwd",
                                "bernoulli_ll_bwd", "gaussian_ll_fwd", "gaussian_ll_bwd", "logsumexp",
                                "softmax", "add", "vq_assign", "gather_fwd", "gather_bwd",
-                               "sqdist_fwd", "sqdist_bwd", "vq_ema"}
+                               "sqdist_fwd", "sqdist_bwd", "vq_ema", "planar_flow_fwd",
+                               "planar_flow_bwd"}
     assert set(BIG_DIMS) == set(WS_KERNELS)
     for name in WS_KERNELS:
         ws = inspect.signature(getattr(numba_cpu, name)).parameters["ws"]
