@@ -3,7 +3,7 @@ against central finite differences in float64 (random upstream gradients, broadc
 closed-form KLs against Monte Carlo, numerical stability and dtype preservation."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scratchvae import distributions as dist
@@ -128,6 +128,35 @@ def test_kl_diag_gaussians_broadcast_prior(seed, B, d, prior_shape):
     inputs = dict(mu1=mu1, logvar1=lv1, mu2=mu2, logvar2=lv2)
     check_vjp(lambda **p: dist.kl_diag_gaussians_forward(**p)[0], inputs,
               dict(zip(inputs, grads)), dkl, f"kl_diag_gaussians prior {shape}")
+
+
+@st.composite
+def broadcast_shapes(draw, n=4):
+    """A common shape (lead..., B, d) and n input shapes that broadcast to it: each input keeps
+    or drops some leading axes and sets any of the rest to 1 (the last axis included)."""
+    full = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    shapes = []
+    for _ in range(n):
+        cut = draw(st.integers(0, len(full) - 1))
+        shapes.append(tuple(1 if draw(st.booleans()) else s for s in full[cut:]))
+    return shapes
+
+
+@given(shapes=broadcast_shapes(), seed=SEEDS)
+@example(shapes=[(4, 3), (4, 1), (4, 3), (1, 1)], seed=0)
+def test_kl_diag_gaussians_gradients_under_any_broadcast(shapes, seed):
+    """Inputs broadcast along any axis, the last (summed) one included: each gradient is the
+    broadcast gradient summed back to its input's shape, checked against finite differences."""
+    rng = np.random.default_rng(seed)
+    inputs = dict(zip(("mu1", "logvar1", "mu2", "logvar2"),
+                      (rng.uniform(-2, 2, s) for s in shapes)))
+    kl, cache = dist.kl_diag_gaussians_forward(*inputs.values())
+    np.testing.assert_allclose(kl, ref.kl_diag_gaussians(*inputs.values()), rtol=RTOL[kl.dtype],
+                               atol=1e-13)
+    dkl = rng.standard_normal(kl.shape)
+    grads = dist.kl_diag_gaussians_backward(dkl, cache)
+    check_vjp(lambda **p: dist.kl_diag_gaussians_forward(**p)[0], inputs,
+              dict(zip(inputs, grads)), dkl, f"kl_diag_gaussians shapes {shapes}")
 
 
 @given(mu_logvar())
