@@ -33,8 +33,7 @@ import numpy as np
 from ._checks import as_dtype, check_array, check_float, check_int, check_rng
 from .distributions import logsumexp_forward
 from .kernels import ACTIVATION_CODES, get_kernels
-from .layers import dense_backward, dense_forward
-from .model import glorot_uniform
+from .layers import dense_backward, dense_forward, glorot_uniform
 
 TANH, IDENTITY = ACTIVATION_CODES["tanh"], ACTIVATION_CODES["identity"]
 # the classifier is a small host-side model: the reference kernels run its layers
