@@ -339,7 +339,7 @@ def active_units_per_layer(model, x, threshold=0.01, n_samples=1000, rng=0,
     for s in range(0, B, step):
         m, lv = mu1[s:s + step], logvar1[s:s + step]
         eps = rng.standard_normal((n_samples,) + m.shape, dtype=model.dtype)
-        z1, _ = reparameterize_forward(m, lv, eps, k=model._k)
+        z1, _ = reparameterize_forward(m, lv, eps, k=model.kernels)
         mu2, _ = model.encode_z2(z1.reshape(-1, d1))
         mu2 = mu2.reshape(n_samples, m.shape[0], -1)
         e_z2[s:s + step] = mu2.mean(axis=0)
