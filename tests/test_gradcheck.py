@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 
 import scratchvae as sv
-import scratchvae._base
 import scratchvae.distributions
 import scratchvae.layers
 import scratchvae.losses
@@ -43,6 +42,17 @@ def test_a_correct_model_passes_and_the_table_names_every_key():
             model.params.get(key, np.zeros(row.shape))), key
     assert "PASSED" in table and "FAILED" not in table
     assert table.count("direction") == 2
+
+
+def patch_everywhere(monkeypatch, name, fn):
+    """Replace the function ``name`` in every scratchvae module that holds it (the modules import
+    it by name, so the planted bug reaches whichever module calls it)."""
+    import sys
+    hit = [m for key, m in list(sys.modules.items())
+           if key.startswith("scratchvae") and getattr(m, name, None) is not None]
+    assert hit, name
+    for m in hit:
+        monkeypatch.setattr(m, name, fn)
 
 
 def wrap_dense_backward(monkeypatch, module, target, change):
@@ -83,20 +93,21 @@ def test_catches_a_transposed_gradient(monkeypatch):
 
 def test_catches_a_wrong_learned_variance_gradient(monkeypatch):
     model, x = small_problem("gaussian", "learned")
-    original = scratchvae._base.gaussian_loglik_backward
+    original = scratchvae.distributions.gaussian_loglik_backward
 
     def wrong(dll, cache, **kw):
         dout, dlogvar = original(dll, cache, **kw)
         return dout, 0.5 * dlogvar
 
-    monkeypatch.setattr(scratchvae._base, "gaussian_loglik_backward", wrong)
+    patch_everywhere(monkeypatch, "gaussian_loglik_backward", wrong)
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["dec.logvar"]
 
 
 def test_catches_a_missing_input_gradient_path(monkeypatch):
     model, x = small_problem()
-    monkeypatch.setattr(sv.VAE, "_loglik_dx", lambda self, dll, cache, k: np.zeros_like(cache.x))
+    patch_everywhere(monkeypatch, "bernoulli_loglik_dx",        # drops x's path through p(x|z)
+                     lambda dll, cache, k: np.zeros(cache.x.shape))
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["x"]
 
@@ -240,17 +251,6 @@ def test_check_gradients_rejects_mismatched_input(change, exc, match):
 
 
 # ====================================================================== K-dependent bugs
-def patch_everywhere(monkeypatch, name, fn):
-    """Replace the function ``name`` in every scratchvae module that holds it (the modules import
-    it by name, so the planted bug reaches whichever module calls it)."""
-    import sys
-    hit = [m for key, m in list(sys.modules.items())
-           if key.startswith("scratchvae") and getattr(m, name, None) is not None]
-    assert hit, name
-    for m in hit:
-        monkeypatch.setattr(m, name, fn)
-
-
 def test_default_sample_count_catches_a_missing_one_over_k(monkeypatch):
     """dll = -1/(K B) without its 1/K: invisible at K = 1, caught by the default (K = 2)."""
     from scratchvae import losses
