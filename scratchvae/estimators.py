@@ -68,7 +68,11 @@ def _check_z(model, x, z, name):
 
 
 def _decoder_forward(model, x, z, y):
-    """Decoder and likelihood on (K, B, d) codes: (ll (K, B), caches)."""
+    """Decoder and likelihood on (K, B, d) codes: (ll (K, B), caches).
+
+    The one place here that reads the model's private wiring (its decoder input, activation code
+    and likelihood pair): the estimators need the decoder's caches for f'(z), which no public
+    method returns yet."""
     K, B, d = z.shape
     out, dec_cache = output_net_forward(model.params, "dec", len(model.decoder_hidden_dims),
                                         model._decoder_input(z.reshape(K * B, d), y, K,

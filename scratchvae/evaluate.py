@@ -221,7 +221,8 @@ def iw_bound_curve(model, x, ks=(1, 10, 100, 1000, 5000), rng=None, y=None, max_
     Standard error of the mean over examples (Monte Carlo only; the examples are held fixed):
     sqrt(sum_b v_b) / B, where v_b is the variance of example b's estimate: the sample variance
     of its G group values over G when G >= 2, else the delta-method variance
-    (k sum w~^2 - 1) / k of ``iw_log_likelihood``.
+    (k sum w~^2 - 1) / k of ``iw_log_likelihood`` (which understates heavy-tailed weights; the
+    groups measure the spread instead).
     """
     ks = _check_ks(ks)
     x = model.check_x(x)
