@@ -315,3 +315,24 @@ def test_logsumexp_backward_is_accurate_for_large_inputs(dtype):
     w = np.exp(a[1].astype(np.float64) - a[0])
     expect = np.stack([1.0 / (1.0 + w), w / (1.0 + w)])
     np.testing.assert_allclose(da, expect, rtol=RTOL[dtype], err_msg="softmax weights")
+
+
+# ====================================================================== likelihood gradients in x
+@given(seed=SEEDS, K_=dims, B=dims, D=dims, likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+def test_likelihood_gradient_in_x(seed, K_, B, D, likelihood):
+    """The likelihoods' dx (the data path of an input gradient) against finite differences."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.05, 0.95, (B, D))
+    out = rng.standard_normal((K_, B, D))
+    dll = rng.standard_normal((K_, B))
+    if likelihood == "bernoulli":
+        def fwd(x):
+            return dist.bernoulli_loglik_forward(x, out, k=K)
+        dx = dist.bernoulli_loglik_dx(dll, fwd(x)[1], k=K)
+    else:
+        logvar = rng.uniform(-1, 1, D)
+
+        def fwd(x):
+            return dist.gaussian_loglik_forward(x, out, logvar, k=K)
+        dx = dist.gaussian_loglik_dx(dll, fwd(x)[1], k=K)
+    check_vjp(lambda x: fwd(x)[0], dict(x=x), dict(x=dx), dll, f"{likelihood} loglik dx")
