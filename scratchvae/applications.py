@@ -20,6 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import check_array, check_choice, check_int, check_rng
+from .distributions import reparameterize_forward
+from .kernels import get_kernels
+
+_K = get_kernels("numpy")     # host-side draws on the arrays the model returned
 
 SCORE_METHODS = ("elbo", "iw")
 INIT_FILLS = ("mean", "half", "noise")
@@ -176,8 +180,8 @@ def impute(model, x, mask, n_iter=50, rng=None, y=None, init="mean", fill_value=
     total = np.zeros_like(cur) if burn_in is not None else None
     for t in range(1, n_iter + 1):
         mu, logvar = model.encode(cur, **_kw(y))
-        eps = rng.standard_normal(mu.shape, dtype=dt)
-        z = mu + np.exp(logvar / 2) * eps          # z ~ q(z | x_t), the reparameterization
+        eps = rng.standard_normal((1,) + mu.shape, dtype=dt)
+        z = reparameterize_forward(mu, logvar, eps, k=_K)[0][0]     # z ~ q(z | x_t), one sample
         mean = model.decode(z, **_kw(y))
         cur = np.where(m, mean, x)                 # observed entries: x itself, bit for bit
         if return_trace:

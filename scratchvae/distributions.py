@@ -111,9 +111,13 @@ def kl_diag_gaussians_backward(dkl, cache: KL2Cache):
         dmu2     = -dkl * r * p2
         dlogvar1 =  dkl * (exp(logvar1) * p2 - 1) / 2
         dlogvar2 =  dkl * (1 - (exp(logvar1) + r^2) * p2) / 2
+    Each gradient is formed on the common shape of the four inputs, where the forward's terms
+    live, and summed back to its input's shape over every broadcast axis, the last one included
+    (a logvar1 of shape (B, 1) against mu1 (B, d) enters d terms of the sum).
     Derivation: docs/derivations.md, "KL between two diagonal Gaussians".
     """
     mu1, lv1, mu2, lv2 = cache
+    full = np.broadcast_shapes(*(np.shape(a) for a in cache))
     dkl = np.asarray(dkl)[..., None]
     r = mu1 - mu2
     p2 = np.exp(-lv2)
@@ -121,8 +125,11 @@ def kl_diag_gaussians_backward(dkl, cache: KL2Cache):
     dmu1 = dkl * r * p2
     dlv1 = dkl * 0.5 * ratm1
     dlv2 = dkl * 0.5 * (-ratm1 - r * r * p2)
-    return (_sum_to(dmu1, np.shape(mu1)), _sum_to(dlv1, np.shape(lv1)),
-            _sum_to(-dmu1, np.shape(mu2)), _sum_to(dlv2, np.shape(lv2)))
+
+    def back(g, like):
+        g = _sum_to(g if g.shape == full else np.broadcast_to(g, full), np.shape(like))
+        return g if g.flags.writeable else g.copy()    # never hand out a read-only view
+    return back(dmu1, mu1), back(dlv1, lv1), back(-dmu1, mu2), back(dlv2, lv2)
 
 
 # ------------------------------------------------------------------ diagonal Gaussian log-density

@@ -37,7 +37,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import check_array, check_float, check_int, check_rng
+from .distributions import (log_normal_backward, log_normal_forward, reparameterize_backward,
+                            reparameterize_forward)
+from .kernels import get_kernels
 from .layers import output_net_backward, output_net_forward
+
+# the estimators work on host arrays; the reference kernels run their reparameterization
+_K = get_kernels("numpy")
 
 ESTIMATORS = ("reparameterization", "score function")
 
@@ -62,7 +68,11 @@ def _check_z(model, x, z, name):
 
 
 def _decoder_forward(model, x, z, y):
-    """Decoder and likelihood on (K, B, d) codes: (ll (K, B), caches)."""
+    """Decoder and likelihood on (K, B, d) codes: (ll (K, B), caches).
+
+    The one place here that reads the model's private wiring (its decoder input, activation code
+    and likelihood pair): the estimators need the decoder's caches for f'(z), which no public
+    method returns yet."""
     K, B, d = z.shape
     out, dec_cache = output_net_forward(model.params, "dec", len(model.decoder_hidden_dims),
                                         model._decoder_input(z.reshape(K * B, d), y, K,
@@ -100,8 +110,43 @@ def loglik_and_grad_z(model, x, z, y=None):
     unused: dict = {}          # the parameter gradients the backward also produces are not needed
     dout = model._loglik_backward(np.ones((K, B), model.dtype), ll_cache, unused, k=model.kernels)
     dc0 = output_net_backward(dout.reshape(K * B, model.input_dim), dec_cache, "dec", unused,
-                              k=model._k)
+                              k=model.kernels)
     return ll, dc0[:, :d].reshape(K, B, d)     # a CVAE's label columns are not differentiated
+
+
+# ====================================================================== per-sample terms
+def _draw_z(mu, logvar, eps):
+    """z_k = mu + std eps_k by the one reparameterization (``distributions``), with each of the
+    K samples as a row of its own, so that the backward returns per-sample terms.
+
+    Shapes: mu, logvar (B, d), eps (K, B, d) -> z (K, B, d), the reparameterization's cache.
+    """
+    K, B, d = eps.shape
+    z, cache = reparameterize_forward(np.tile(mu, (K, 1)), np.tile(logvar, (K, 1)),
+                                      np.ascontiguousarray(eps).reshape(1, K * B, d), k=_K)
+    return z.reshape(K, B, d), cache
+
+
+def _pathwise_terms(dz, cache):
+    """Per-sample pathwise terms (f'(z_k), f'(z_k) eps_k std / 2): the reparameterization's
+    backward on the rows of ``_draw_z``. Shapes: dz (K, B, d) -> two (K, B, d)."""
+    K, B, d = dz.shape
+    dmu, dlogvar = reparameterize_backward(np.ascontiguousarray(dz).reshape(1, K * B, d), cache,
+                                           k=_K)
+    return dmu.reshape(K, B, d), dlogvar.reshape(K, B, d)
+
+
+def _score_terms(f, z, mu, logvar):
+    """Per-sample score terms f(z_k) d log q(z_k|x) / d(mu, logvar) at fixed z_k: the gradients
+    in m and logvar of ``distributions.log_normal`` with upstream f.
+
+    Shapes: f (K, B), z (K, B, d), mu and logvar (B, d) -> two (K, B, d):
+    f (z - mu) / var = f eps / std  and  f ((z - mu)^2 / var - 1) / 2 = f (eps^2 - 1) / 2.
+    """
+    full = lambda a: np.ascontiguousarray(np.broadcast_to(a, z.shape))   # noqa: E731  per sample
+    _, cache = log_normal_forward(z, full(mu), full(logvar))
+    _, dmu, dlogvar = log_normal_backward(f, cache)
+    return dmu, dlogvar
 
 
 # ====================================================================== the two estimators
@@ -116,9 +161,9 @@ def reparam_gradient(model, x, mu, logvar, eps, y=None, per_sample=False) -> Gra
     x = model.check_x(x)
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     eps = _check_z(model, x, eps, "eps")
-    std = np.exp(0.5 * logvar)
-    _, dz = loglik_and_grad_z(model, x, mu + std * eps, y=y)
-    dmu, dlogvar = dz, 0.5 * dz * eps * std
+    z, cache = _draw_z(mu, logvar, eps)
+    _, dz = loglik_and_grad_z(model, x, z, y=y)
+    dmu, dlogvar = _pathwise_terms(dz, cache)
     if per_sample:
         return Gradient(dmu, dlogvar)
     return Gradient(dmu.mean(axis=0), dlogvar.mean(axis=0))
@@ -138,10 +183,8 @@ def score_function_gradient(model, x, mu, logvar, eps, y=None, per_sample=False)
     x = model.check_x(x)
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     eps = _check_z(model, x, eps, "eps")
-    std = np.exp(0.5 * logvar)
-    f = loglik(model, x, mu + std * eps, y=y)[..., None]     # (K, B, 1)
-    dmu = f * eps / std                                       # f * d log q / dmu
-    dlogvar = f * 0.5 * (eps * eps - 1.0)                     # f * d log q / dlogvar
+    z, _ = _draw_z(mu, logvar, eps)
+    dmu, dlogvar = _score_terms(loglik(model, x, z, y=y), z, mu, logvar)
     if per_sample:
         return Gradient(dmu, dlogvar)
     return Gradient(dmu.mean(axis=0), dlogvar.mean(axis=0))
@@ -176,11 +219,11 @@ def expected_loglik(model, x, mu, logvar, y=None, n_nodes=40):
         raise ValueError(f"n_nodes ** latent_dim must be <= 65536 (a tensor rule); got "
                          f"n_nodes = {n_nodes} with latent_dim = {d}")
     u, W = _hermite_rule(n_nodes, d, model.dtype)
-    std = np.exp(0.5 * logvar)
     total = np.zeros(x.shape[0], model.dtype)
     chunk = max(1, 2 ** 14 // x.shape[0])
     for s in range(0, u.shape[0], chunk):
-        z = mu[None] + std[None] * u[s:s + chunk, None, :]            # (n, B, d)
+        nodes = np.broadcast_to(u[s:s + chunk, None, :], (min(chunk, u.shape[0] - s),) + mu.shape)
+        z, _ = _draw_z(mu, logvar, nodes)                               # mu + std u_i, (n, B, d)
         total += W[s:s + chunk] @ _decoder_forward(model, x, z, y)[0]
     return total
 
@@ -252,7 +295,6 @@ def estimator_variance(model, x, ks=(1, 10, 100), n_repeats=200, rng=None, y=Non
     mu, logvar = _check_mu_logvar(model, x, mu, logvar)
     B, d = mu.shape
     kmax = int(ks.max())
-    std = np.exp(0.5 * logvar)
     # est[name][i] holds the ks[i]-sample estimates of every repeat: (n_repeats, 2, B, d)
     est = {name: np.empty((ks.size, n_repeats, 2, B, d), model.dtype) for name in ESTIMATORS}
     chunk = max(1, max_rows // B)
@@ -260,12 +302,12 @@ def estimator_variance(model, x, ks=(1, 10, 100), n_repeats=200, rng=None, y=Non
         eps = rng.standard_normal((kmax, B, d), dtype=model.dtype)
         terms = {name: np.empty((kmax, 2, B, d), model.dtype) for name in ESTIMATORS}
         for s in range(0, kmax, chunk):
-            e = eps[s:s + chunk]
-            f, dz = loglik_and_grad_z(model, x, mu + std * e, y=y)
-            terms["reparameterization"][s:s + chunk, 0] = dz
-            terms["reparameterization"][s:s + chunk, 1] = 0.5 * dz * e * std
-            terms["score function"][s:s + chunk, 0] = f[..., None] * e / std
-            terms["score function"][s:s + chunk, 1] = f[..., None] * 0.5 * (e * e - 1.0)
+            z, cache = _draw_z(mu, logvar, eps[s:s + chunk])    # the same z for both
+            f, dz = loglik_and_grad_z(model, x, z, y=y)
+            for name, (dmu, dlogvar) in (("reparameterization", _pathwise_terms(dz, cache)),
+                                         ("score function", _score_terms(f, z, mu, logvar))):
+                terms[name][s:s + chunk, 0] = dmu
+                terms[name][s:s + chunk, 1] = dlogvar
         for name, t in terms.items():
             csum = np.cumsum(t, axis=0)
             for i, k in enumerate(ks):

@@ -37,10 +37,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_array, check_float, check_int, check_rng
-from .distributions import gaussian_kl_per_dim
+from ._checks import check_array, check_choice, check_float, check_int, check_rng
+from .activations import activation_forward
+from .distributions import (gaussian_kl_per_dim, gaussian_loglik_forward, log_normal_forward,
+                            log_standard_normal_forward, logsumexp_forward)
+from .kernels import get_kernels
 
-LOG_2PI = math.log(2.0 * math.pi)
+# Evaluation works on host arrays the model returned; the reference kernels serve its few
+# kernel calls (log-sum-exp, the Gaussian likelihood), the same formulas every backend matches.
+_K = get_kernels("numpy")
 N0_INTERVALS = 32                       # intervals per axis of the coarsest quadrature grid
 DEFAULT_MAX_LEVEL = {1: 10, 2: 5}       # finest grid: 32 * 2**10 intervals (1-D), 1025**2 (2-D)
 MAX_ELEMENTS = 2 ** 22                  # largest (grid points x examples [x D]) array built at once
@@ -95,10 +100,11 @@ def _rows(y, sl):
 
 
 def _logsumexp(a, axis=0):
-    """Stable log sum exp over ``axis`` (all -inf gives -inf), in a's dtype."""
-    m = a.max(axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0).astype(a.dtype)     # avoid -inf - -inf = nan
-    return np.squeeze(m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True)), axis=axis)
+    """Stable log sum exp over ``axis`` (all -inf gives -inf), in a's dtype: the one definition,
+    ``distributions.logsumexp_forward`` (over a leading axis), with ``axis`` moved to the front."""
+    a = np.moveaxis(a, axis, 0)
+    lse = logsumexp_forward(np.ascontiguousarray(a.reshape(a.shape[0], -1)), k=_K)[0]
+    return lse.reshape(a.shape[1:])
 
 
 def _model_rng(model, rng):
@@ -125,18 +131,60 @@ def kl_per_dimension(model, x, y=None, batch_size=1000):
 
 
 # ====================================================================== importance weighting
-def iw_log_likelihood(model, x, k=5000, rng=None, y=None, max_rows=2 ** 14):
+STDERRS = ("delta", "batch_means")
+
+
+def iw_log_likelihood(model, x, k=5000, rng=None, y=None, max_rows=2 ** 14, stderr="delta",
+                      n_batches=20):
     """Importance-weighted estimate L_k of log p(x) per example and its Monte Carlo standard error.
 
     Shapes: x (B, D) -> (estimate (B,), stderr (B,)), nats.
     Equation: L_k(x) = logsumexp_i log w_i - log k,  log w_i = log p(x|z_i) + log p(z_i)
-              - log q(z_i|x),  z_i ~ q(z|x);  stderr = sqrt((k sum_i w~_i^2 - 1) / k) with the
-              normalised weights w~_i = w_i / sum_i' w_i' (delta method).
-    E[L_k] <= log p(x) and rises toward it as k grows (Burda et al. 2016). Delegates to
-    ``model.log_likelihood`` (chunks of at most ``max_rows`` decoder rows); ``rng`` None uses the
-    model's own seeded stream.
+              - log q(z_i|x),  z_i ~ q(z|x)  (the model's ``log_weights``; for the HVAE the
+              two-layer proposal).
+    E[L_k] <= log p(x) and rises toward it as k grows (Burda et al. 2016). The log weights are
+    drawn in chunks of at most ``max_rows`` decoder rows (samples x examples), so memory stays
+    bounded for k = 5000 on thousands of examples; ``rng`` None uses the model's own seeded
+    stream. ``model.log_likelihood`` is this function.
+
+    ``stderr`` chooses the standard error:
+      "delta" (default, free): se = sqrt((k sum_i w~_i^2 - 1) / k) with the normalised weights
+          w~_i = w_i / sum_i' w_i', the delta method on log of the mean weight. It UNDERSTATES
+          the spread when the weights are heavy-tailed (q(z|x) narrower than the posterior in
+          some direction): the k draws rarely contain the rare large weights that make L_k
+          jump, so both the estimate and its variance estimate usually come out low. (The
+          bootstrap of the same k weights shares the problem: it cannot resample a weight
+          that was not drawn.)
+      "batch_means": n_batches independent batches of k draws each (n_batches times the
+          cost); the estimate is the mean of the batch values L_k^(g), still an estimate of
+          E[L_k] (not of the tighter L_{n_batches k}), and se = s.d._g(L_k^(g)) / sqrt(n_batches),
+          measured from the spread itself. sqrt(n_batches) * se estimates the s.d. of one L_k.
     """
-    return model.log_likelihood(x, k=k, rng=rng, return_stderr=True, max_rows=max_rows, **_ykw(y))
+    x = model.check_x(x)
+    k = check_int("k", k, min_value=1)
+    max_rows = check_int("max_rows", max_rows, min_value=1)
+    stderr = check_choice("stderr", stderr, STDERRS)
+    G = 1 if stderr == "delta" else check_int("n_batches", n_batches, min_value=2)
+    rng = _model_rng(model, rng)
+    n = G * k
+    B = x.shape[0]
+    est = np.empty(B, model.dtype)
+    se = np.empty(B, model.dtype)
+    batch = max(1, min(B, max_rows // min(n, max_rows)))     # examples per block of draws
+    for s in range(0, B, batch):
+        sl = slice(s, s + batch)
+        logw = _log_weights(model, x[sl], n, rng, _rows(y, sl), max_rows)     # (n, b)
+        if G == 1:
+            lse = _logsumexp(logw)
+            est[sl] = lse - math.log(k)
+            w = np.exp(logw - lse)                    # normalised weights w~
+            # mean(w^2) / mean(w)^2 = k sum w~^2
+            se[sl] = np.sqrt(np.maximum(k * (w * w).sum(axis=0) - 1.0, 0.0) / k)
+        else:
+            lk = _logsumexp(logw.reshape(G, k, -1), axis=1) - math.log(k)   # (G, b)
+            est[sl] = lk.mean(axis=0)
+            se[sl] = lk.std(axis=0, ddof=1) / math.sqrt(G)
+    return est, se
 
 
 class IWBoundCurve(NamedTuple):
@@ -176,7 +224,8 @@ def iw_bound_curve(model, x, ks=(1, 10, 100, 1000, 5000), rng=None, y=None, max_
     Standard error of the mean over examples (Monte Carlo only; the examples are held fixed):
     sqrt(sum_b v_b) / B, where v_b is the variance of example b's estimate: the sample variance
     of its G group values over G when G >= 2, else the delta-method variance
-    (k sum w~^2 - 1) / k of ``iw_log_likelihood``.
+    (k sum w~^2 - 1) / k of ``iw_log_likelihood`` (which understates heavy-tailed weights; the
+    groups measure the spread instead).
     """
     ks = _check_ks(ks)
     x = model.check_x(x)
@@ -235,23 +284,27 @@ def _loglik_cross(model, x, out):
     Shapes: x (B, D), out (G, D) decoder outputs at the grid points -> (G, B).
     Equation (bernoulli): ll_gb = sum_i x_bi out_gi - softplus(out_gi)
                                 = (out @ x.T)_gb - sum_i softplus(out_gi)
-             (gaussian):  ll_gb = -1/2 sum_i [(x_bi - out_gi)^2 exp(-logvar_i) + logvar_i
-                                               + log 2 pi]
-    The same formulas as ``model._loglik_forward``, arranged as a product over all pairs so that the
-    decoder runs once per grid point, not once per (grid point, example).
+             (gaussian):  the one definition, ``distributions.gaussian_loglik_forward``, on
+                          the outputs repeated for each example.
+    The decoder runs once per grid point, not once per (grid point, example). The Bernoulli
+    form is a second arrangement of ``distributions.bernoulli_loglik_forward``, kept because it
+    is one BLAS product where the direct form evaluates softplus on a (G, B, D) array; the tests
+    compare the two. The Gaussian one has no such product (the square couples x and out), so it
+    calls the one definition on (G, B, D) blocks.
     """
     if model.likelihood == "bernoulli":
-        sp = np.logaddexp(0.0, out).astype(out.dtype, copy=False)       # softplus, stable
+        sp = activation_forward(out, "softplus")      # the stable softplus of the table
         return out @ x.T - sp.sum(axis=1)[:, None]
-    logvar = model._dec_logvar()
-    prec = np.exp(-logvar)
-    const = -0.5 * (logvar.sum() + x.shape[1] * LOG_2PI)
+    # log s2 per data dimension, from the public config and parameters
+    logvar = (model.params["dec.logvar"] if model.output_var == "learned"
+              else np.full(x.shape[1], math.log(model.output_var), out.dtype))
     G, B = out.shape[0], x.shape[0]
     ll = np.empty((G, B), out.dtype)
     step = max(1, MAX_ELEMENTS // (G * x.shape[1]))     # examples per (G, b, D) block
     for s in range(0, B, step):
-        r = x[None, s:s + step, :] - out[:, None, :]     # direct form: no cancellation
-        ll[:, s:s + step] = -0.5 * (r * r * prec).sum(axis=2) + const
+        xb = x[s:s + step]
+        outs = np.ascontiguousarray(np.broadcast_to(out[:, None, :], (G,) + xb.shape))
+        ll[:, s:s + step] = gaussian_loglik_forward(xb, outs, logvar, k=_K)[0]
     return ll
 
 
@@ -259,8 +312,9 @@ def _grid_terms(model, x, y, z, mu, logvar, with_q):
     """log p(x|z), log p(z) and (with_q) log q(z|x) at grid points z for every example.
 
     Shapes: x (B, D), z (G, d), mu and logvar (B, d) -> ll (G, B), logpz (G,), logq (G, B) or None.
-    Equation: log p(z) = -1/2 sum_j (z_j^2 + log 2 pi);
-              log q(z|x) = -1/2 sum_j [ (z_j - mu_j)^2 exp(-logvar_j) + logvar_j + log 2 pi ].
+    Equation: log p(z) = log N(z; 0, I),  log q(z|x) = log N(z; mu, diag(exp(logvar))), by
+    ``distributions.log_standard_normal_forward`` and ``log_normal_forward`` (z against every
+    example's mu and logvar: a (G, B, d) broadcast, d <= 2).
     """
     G = z.shape[0]
     if y is None:
@@ -271,15 +325,8 @@ def _grid_terms(model, x, y, z, mu, logvar, with_q):
             cols = np.flatnonzero(y == c)
             out = model.decoder_output(z, np.full(G, c, y.dtype))
             ll[:, cols] = _loglik_cross(model, x[cols], out)
-    logpz = -0.5 * (z * z + LOG_2PI).sum(axis=1)
-    logq = None
-    if with_q:
-        prec = np.exp(-logvar)
-        logq = np.zeros((G, x.shape[0]), model.dtype)
-        for j in range(z.shape[1]):
-            r = z[:, j, None] - mu[None, :, j]
-            logq += r * r * prec[None, :, j] + logvar[None, :, j] + LOG_2PI
-        logq *= -0.5
+    logpz = log_standard_normal_forward(z)[0]
+    logq = log_normal_forward(z[:, None, :], mu[None], logvar[None])[0] if with_q else None
     return ll, logpz, logq
 
 
@@ -599,7 +646,7 @@ def posterior_grid(model, x, axes, y=None):
 
 # ====================================================================== report for the CLI
 def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exact=None,
-                      tol=1e-6):
+                      tol=1e-6, stderr="delta"):
     """Evaluate a model on a data set; returns a dict of plain Python numbers and lists.
 
     Shapes: x (B, D). Keys:
@@ -608,7 +655,11 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
                                   draws per example, and its Monte Carlo standard error (None for 1)
       recon, kl                   mean -E_q[log p(x|z)] (same draws) and mean KL term (closed
                                   form; sampled for the HVAE)
-      k, iw_log_likelihood, iw_stderr    mean L_k over x and its Monte Carlo standard error
+      k, iw_log_likelihood, iw_stderr    mean L_k over x and its Monte Carlo standard error,
+                                  by ``stderr`` ("delta", free, which understates the spread of
+                                  heavy-tailed weights, or "batch_means", which measures it at
+                                  20 times the draws; see ``iw_log_likelihood``)
+      iw_stderr_method            that choice
       active_units, au_variance   Burda et al.'s count and Var_x E_q[z_j] per dimension (list d)
       kl_per_dim                  mean KL(q(z_j|x) || N(0, 1)) of each latent dimension (list d;
                                   for the HVAE, of z1: a collapse diagnostic, not an ELBO term)
@@ -649,7 +700,7 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
         kl.append(r.kl)
     ll_mean, kl = np.concatenate(ll_mean), np.concatenate(kl)
     elbo_mean, elbo_var = np.concatenate(elbo_mean), np.concatenate(elbo_var)
-    est, se = iw_log_likelihood(model, x, k=k, rng=rng, y=y)
+    est, se = iw_log_likelihood(model, x, k=k, rng=rng, y=y, stderr=stderr)
     n_active, au_var = active_units(model, x, y=y, return_variance=True)
     report = {
         "n_examples": B, "latent_dim": model.latent_dim,
@@ -658,7 +709,7 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
         "n_elbo_samples": n_elbo_samples,
         "recon": float(-ll_mean.mean()), "kl": float(kl.mean()),
         "k": k, "iw_log_likelihood": float(est.mean()),
-        "iw_stderr": float(np.sqrt((se * se).sum()) / B),
+        "iw_stderr": float(np.sqrt((se * se).sum()) / B), "iw_stderr_method": stderr,
         "active_units": int(n_active), "au_variance": [float(v) for v in au_var],
         "kl_per_dim": [float(v) for v in kl_per_dimension(model, x, y=y)],
     }
@@ -678,6 +729,12 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
 
 _REQUIRED_KEYS = ("n_examples", "latent_dim", "neg_elbo", "recon", "kl", "k", "iw_log_likelihood",
                   "iw_stderr", "active_units", "kl_per_dim")
+
+
+def _stderr_note(method) -> str:
+    if method == "delta":
+        return "  (delta method: understates heavy-tailed weights; stderr='batch_means' measures it)"
+    return f"  ({method})"
 
 
 def format_report(report) -> str:
@@ -702,7 +759,8 @@ def format_report(report) -> str:
              f"  {'  reconstruction -E_q[log p(x|z)]':<{w}}{report['recon']:>12.4f}",
              f"  {'  KL(q(z|x) || p(z))':<{w}}{report['kl']:>12.4f}",
              f"  {'log-likelihood, IW bound L_' + str(report['k']):<{w}}"
-             f"{report['iw_log_likelihood']:>12.4f} +- {report['iw_stderr']:.4f}",
+             f"{report['iw_log_likelihood']:>12.4f} +- {report['iw_stderr']:.4f}"
+             + _stderr_note(report.get("iw_stderr_method", "delta")),
              f"  {'active units (Var_x E_q[z_j] > 0.01)':<{w}}{report['active_units']:>12d} / {d}"]
     kls = report["kl_per_dim"]
     per_line = 8

@@ -306,18 +306,45 @@ class HVAE(VAE):
                                       max_rows=max_rows)
 
 
-def active_units_per_layer(model, x, threshold=0.01, return_variance=False):
+def active_units_per_layer(model, x, threshold=0.01, n_samples=1000, rng=0,
+                           return_variance=False, max_rows=2 ** 14):
     """Active units of each stochastic layer (Burda et al. 2016, section 5.2): (au1, au2).
 
     Equation: au1 = #{j : Var_x( E_q[z1_j | x] ) > threshold},  E_q[z1|x] = mu_q1(x);
-              au2 = #{j : Var_x( E_q[z2_j | z1] ) > threshold},  E_q[z2|z1] = mu_q2(z1) at
-              z1 = mu_q1(x). With ``return_variance`` also the variances ((d1,), (d2,)).
+              au2 = #{j : Var_x( E_q[z2_j | x] ) > threshold},
+              E_q[z2|x] = E_{z1 ~ q(z1|x)}[ mu_q2(z1) ]
+                        ~ (1/n) sum_i mu_q2(mu_q1(x) + exp(logvar_q1(x) / 2) eps_i),
+    the inner expectation by Monte Carlo with ``n_samples`` draws eps_i ~ N(0, I) from ``rng``
+    (a Generator or an int seed: the same seed gives the same counts). It is not the plug-in
+    mu_q2(mu_q1(x)), which differs whenever mu_q2 is nonlinear and q(z1|x) is not a point: a
+    saturating unit can vary with mu_q1 while its average over q(z1|x) barely moves.
+    The Monte Carlo noise of the n-sample means m_x would add (1 - 1/B) mean_x s2_x / n to
+    their variance over the B examples (s2_x the sample variance of mu_q2(z1) under q(z1|x));
+    that is subtracted, so var2 = max(Var_x m_x - (1 - 1/B) mean_x s2_x / n, 0) is unbiased for
+    Var_x E_q[z2|x] up to the clip at 0.
+    At most ``max_rows`` rows (samples x examples) go through q2 at once. With
+    ``return_variance`` also returns the variances ((d1,), (d2,)).
     """
     if not isinstance(model, HVAE):
         raise TypeError(f"model must be an HVAE; got {type(model).__name__}")
     threshold = check_float("threshold", threshold, min_value=0.0)
-    mu1, _ = model.encode(x)
-    mu2, _ = model.encode_z2(mu1)
-    var1, var2 = mu1.var(axis=0), mu2.var(axis=0)
+    n_samples = check_int("n_samples", n_samples, min_value=2)
+    max_rows = check_int("max_rows", max_rows, min_value=1)
+    rng = check_rng("rng", rng)
+    mu1, logvar1 = model.encode(x)
+    B, d1 = mu1.shape
+    e_z2 = np.empty((B, model.latent_dims[1]), model.dtype)
+    s2 = np.empty_like(e_z2)
+    step = max(1, max_rows // n_samples)          # examples per pass
+    for s in range(0, B, step):
+        m, lv = mu1[s:s + step], logvar1[s:s + step]
+        eps = rng.standard_normal((n_samples,) + m.shape, dtype=model.dtype)
+        z1, _ = reparameterize_forward(m, lv, eps, k=model.kernels)
+        mu2, _ = model.encode_z2(z1.reshape(-1, d1))
+        mu2 = mu2.reshape(n_samples, m.shape[0], -1)
+        e_z2[s:s + step] = mu2.mean(axis=0)
+        s2[s:s + step] = mu2.var(axis=0, ddof=1)
+    noise = (1.0 - 1.0 / B) * s2.mean(axis=0) / n_samples
+    var1, var2 = mu1.var(axis=0), np.maximum(e_z2.var(axis=0) - noise, 0.0)
     au = (int((var1 > threshold).sum()), int((var2 > threshold).sum()))
     return (au, (var1, var2)) if return_variance else au

@@ -142,7 +142,9 @@ def save_checkpoint(path, params: dict, config: dict) -> str:
         with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, a in [*params.items(), (CONFIG_KEY, np.array(header_json))]:
                 with zf.open(key + ".npy", mode="w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(a), allow_pickle=False)
+                    # C order always: load_checkpoint refuses Fortran-ordered members
+                    np.lib.format.write_array(member, np.require(a, requirements="C"),
+                                              allow_pickle=False)
 
     _write_atomic(path, write, binary=True)
     return path
@@ -177,35 +179,99 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     Raises FileNotFoundError when nothing is there, and ValueError naming the problem when the
     file is corrupt or truncated, has no or an unknown header, or its arrays do not match the
     keys, shapes and dtypes the header records, or are not finite.
+
+    Nothing is allocated from what a member's ``.npy`` header claims: every member's header
+    (shape, dtype, fortran order) is read first and checked against the JSON header's record
+    and against the number of bytes the member actually holds, and only then is its data read.
+    A header that declares a huge shape is therefore a ValueError naming the member, not a
+    MemoryError.
     """
     path = _resolve_checkpoint(_check_path("path", path))
+    with open(path, "rb") as f:
+        if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+            raise ValueError(f"checkpoint {path} is a single .npy array, not an .npz checkpoint")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        arrays = None  # np.load returns a bare ndarray for a .npy file
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded as npz:
-                arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as e:
+        with zipfile.ZipFile(path) as zf:
+            return _read_members(path, zf)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
         raise ValueError(f"checkpoint {path} is corrupt or truncated: "
                          f"{type(e).__name__}: {e}") from e
-    if arrays is None:
-        raise ValueError(f"checkpoint {path} is a single .npy array, not an .npz checkpoint")
-    header = _read_header(path, arrays.pop(CONFIG_KEY, None))
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+class _Member:
+    """One ``.npy`` member of a checkpoint, its header read and its data not yet."""
+
+    def __init__(self, path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+        self.key = info.filename[:-len(".npy")]
+        self.name = f"checkpoint {path}: member {info.filename!r}"
+        self._zf, self._info = zf, info
+        with zf.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"npy format version {version} is not one scratchvae writes")
+            except ValueError as e:
+                raise ValueError(f"{self.name} has no valid .npy header: {e}") from e
+            self._offset = f.tell()
+        if dtype.hasobject:
+            raise ValueError(f"{self.name} holds Python objects (dtype {dtype}); checkpoints "
+                             "hold numbers only and are read without unpickling")
+        self.shape, self.fortran_order, self.dtype = tuple(shape), bool(fortran), dtype
+        self.nbytes = int(np.prod(self.shape, dtype=object)) * dtype.itemsize
+        held = info.file_size - self._offset
+        if self.nbytes != held:
+            raise ValueError(f"{self.name}: its header declares shape {self.shape} and dtype "
+                             f"{dtype.str} ({self.nbytes} bytes) but it holds {held} bytes of data")
+
+    def read(self) -> np.ndarray:
+        """The member's array: exactly ``nbytes`` read after the header (allocated as read)."""
+        with self._zf.open(self._info) as f:
+            f.seek(self._offset)
+            data = f.read(self.nbytes)
+            if len(data) != self.nbytes or f.read(1):
+                raise ValueError(f"{self.name} is truncated")
+        a = np.frombuffer(bytearray(data), dtype=self.dtype)
+        return a.reshape(self.shape, order="F" if self.fortran_order else "C")
+
+
+def _read_members(path: str, zf: zipfile.ZipFile) -> tuple[dict, dict]:
+    infos = zf.infolist()
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"checkpoint {path}: member {info.filename!r} is not a .npy array")
+    members = {m.key: m for m in (_Member(path, zf, info) for info in infos)}
+    cfg = members.pop(CONFIG_KEY, None)
+    if cfg is not None and (cfg.dtype.kind != "U" or cfg.shape != ()):
+        raise ValueError(f"checkpoint {path}: {CONFIG_KEY!r} must be a 0-d str array; "
+                         f"got dtype {cfg.dtype} and shape {cfg.shape}")
+    header = _read_header(path, None if cfg is None else cfg.read())
     keys = header["param_keys"]
-    if set(arrays) != set(keys):
-        missing = [k for k in keys if k not in arrays]
-        extra = [k for k in arrays if k not in keys]
+    if set(members) != set(keys):
+        missing = [k for k in keys if k not in members]
+        extra = [k for k in members if k not in keys]
         raise ValueError(f"checkpoint {path}: arrays do not match the recorded param_keys; "
                          f"missing {missing}, unexpected {extra}")
-    params = {}
-    for key in keys:
-        a, want = arrays[key], header["params"].get(key)
+    for key in keys:          # every header against the record before any array is read
+        m, want = members[key], header["params"].get(key)
         if not isinstance(want, dict) or "shape" not in want or "dtype" not in want:
             raise ValueError(f"checkpoint {path}: no recorded shape and dtype for {key!r}")
-        if list(a.shape) != list(want["shape"]) or a.dtype.str != want["dtype"]:
-            raise ValueError(f"checkpoint {path}: array {key!r} has shape {a.shape} and dtype "
-                             f"{a.dtype.str} but the header records {tuple(want['shape'])} "
+        if list(m.shape) != list(want["shape"]) or m.dtype.str != want["dtype"]:
+            raise ValueError(f"checkpoint {path}: array {key!r} has shape {m.shape} and dtype "
+                             f"{m.dtype.str} but the header records {tuple(want['shape'])} "
                              f"and {want['dtype']}")
+        if m.fortran_order:
+            raise ValueError(f"checkpoint {path}: array {key!r} is stored in Fortran order; "
+                             "save_checkpoint writes C order")
+    params = {}
+    for key in keys:
+        a = members[key].read()
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"checkpoint {path}: array {key!r} has NaN or inf entries")
         params[key] = a

@@ -174,35 +174,12 @@ class VAE(Model):
         return self.forward(x, n_samples=n_samples, eps=eps, rng=rng, objective="iwae", y=y).logw
 
     def log_likelihood(self, x, k=5000, rng=None, y=None, return_stderr=False, max_rows=2**14):
-        """Importance-weighted estimate L_k of log p(x) per example, (B,), nats (Burda et al.),
-        with ``k`` importance samples.
-
-        Equation: L_k(x) = logsumexp_i log w_i - log k,  w_i = p(x, z_i) / q(z_i|x), z_i ~ q(z|x).
-        Computed in chunks of at most ``max_rows`` decoder rows (samples x examples), so memory
-        stays bounded for k = 5000 on thousands of examples. With ``return_stderr`` also returns
-        the Monte Carlo standard error of the estimate (delta method):
-        se = sqrt( (mean(w^2) / mean(w)^2 - 1) / k ).
+        """Importance-weighted estimate L_k of log p(x) per example, (B,), nats (Burda et al.):
+        ``scratchvae.evaluate.iw_log_likelihood`` (the one definition; see it for the equation,
+        the chunking and the standard errors). With ``return_stderr`` also the delta-method
+        standard error, which understates the spread of heavy-tailed weights
+        (``iw_log_likelihood(..., stderr="batch_means")`` measures it instead).
         """
-        n_samples = check_int("k", k, min_value=1)
-        x = self.check_x(x)
-        y = self.check_y(y, x.shape[0])
-        max_rows = check_int("max_rows", max_rows, min_value=1)
-        rng = self.rng if rng is None else check_rng("rng", rng)
-        kern = self.kernels
-        B = x.shape[0]
-        est = np.empty(B, self.dtype)
-        se = np.empty(B, self.dtype)
-        batch = max(1, min(B, max_rows // min(n_samples, max_rows)))
-        for s in range(0, B, batch):
-            xb = x[s:s + batch]
-            yb = None if y is None else y[s:s + batch]
-            chunk = max(1, max_rows // xb.shape[0])
-            logw = np.concatenate([
-                self._run(xb, yb, self.draw_eps(min(chunk, n_samples - i), xb.shape[0], rng), 1.0,
-                          "iwae", 0.0, p=self.params, k=kern, need_grads=False)[0].logw
-                for i in range(0, n_samples, chunk)])
-            est[s:s + batch] = kern.logsumexp(logw) - np.log(n_samples)
-            w = kern.softmax(logw)   # normalised weights: mean(w^2)/mean(w)^2 = k sum w~^2
-            se[s:s + batch] = np.sqrt(np.maximum(n_samples * (w * w).sum(axis=0) - 1.0, 0.0)
-                                      / n_samples)
+        from .evaluate import iw_log_likelihood   # evaluate sits above the model: at call time
+        est, se = iw_log_likelihood(self, x, k=k, rng=rng, y=y, max_rows=max_rows)
         return (est, se) if return_stderr else est

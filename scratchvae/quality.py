@@ -8,7 +8,9 @@ and not with published FID values.
 
 Symbols: n examples, D data dimension, H hidden (feature) width, C classes.
 
-The classifier (softmax regression on tanh features), trained with hand-written gradients:
+The classifier (softmax regression on tanh features), built from ``layers.dense_forward`` /
+``dense_backward``, trained with ``optim.Adam``; the only gradient of its own is that of the
+softmax cross-entropy:
 
     h      = tanh(x @ W0 + b0)                  (n, H)   the features ("penultimate layer")
     logits = h @ W1 + b1                        (n, C)
@@ -29,6 +31,13 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import as_dtype, check_array, check_float, check_int, check_rng
+from .distributions import logsumexp_forward
+from .kernels import ACTIVATION_CODES, get_kernels
+from .layers import dense_backward, dense_forward, glorot_uniform
+
+TANH, IDENTITY = ACTIVATION_CODES["tanh"], ACTIVATION_CODES["identity"]
+# the classifier is a small host-side model: the reference kernels run its layers
+_K = get_kernels("numpy")
 
 
 # ============================================================================ the classifier
@@ -45,13 +54,11 @@ class DigitClassifier:
         self.hidden = check_int("hidden", hidden, min_value=1)
         self.dtype = as_dtype("dtype", dtype)
         rng = np.random.default_rng(check_int("seed", seed, min_value=0))
-
-        def glorot(fi, fo):
-            a = np.sqrt(6.0 / (fi + fo))
-            return rng.uniform(-a, a, size=(fi, fo)).astype(self.dtype)
-
-        self.params = {"W0": glorot(self.input_dim, self.hidden), "b0": np.zeros(self.hidden, self.dtype),
-                       "W1": glorot(self.hidden, self.n_classes), "b1": np.zeros(self.n_classes, self.dtype)}
+        H, C = self.hidden, self.n_classes
+        self.params = {"W0": glorot_uniform(rng, self.input_dim, H, self.dtype),
+                       "b0": np.zeros(H, self.dtype),
+                       "W1": glorot_uniform(rng, H, C, self.dtype),
+                       "b1": np.zeros(C, self.dtype)}
 
     def _check_x(self, x):
         return check_array("x", x, ndim=2, shape=(None, self.input_dim), dtype=self.dtype)
@@ -66,14 +73,20 @@ class DigitClassifier:
             raise ValueError(f"y must lie in [0, {self.n_classes}); got values in [{y.min()}, {y.max()}]")
         return y
 
+    def _forward(self, x):
+        """h = tanh(x @ W0 + b0), logits = h @ W1 + b1, and the two layers' caches."""
+        p = self.params
+        h, c0 = dense_forward(x, p["W0"], p["b0"], TANH, k=_K)
+        logits, c1 = dense_forward(h, p["W1"], p["b1"], IDENTITY, k=_K)
+        return h, logits, (c0, c1)
+
     def features(self, x):
         """The penultimate features h = tanh(x @ W0 + b0). Shapes: x (n, D) -> (n, H)."""
-        x = self._check_x(x)
-        return np.tanh(x @ self.params["W0"] + self.params["b0"])
+        return self._forward(self._check_x(x))[0]
 
     def logits(self, x):
         """Class scores h @ W1 + b1. Shapes: x (n, D) -> (n, C)."""
-        return self.features(x) @ self.params["W1"] + self.params["b1"]
+        return self._forward(self._check_x(x))[1]
 
     def predict(self, x):
         """The most likely class per row, (n,) int64."""
@@ -88,33 +101,28 @@ class DigitClassifier:
 
         Shapes: x (n, D), y (n,) ints -> loss (float), grads {W0 (D, H), b0 (H,), W1 (H, C), b1 (C,)}.
         Equation (p = softmax(logits), Y = onehot(y)):
+            loss    = (1/n) sum_i [ logsumexp_c logits_ic - logits_{i, y_i} ] + wd/2 (|W0|^2 + |W1|^2)
             dlogits = (p - Y) / n                        (n, C)
-            dW1 = h.T @ dlogits + wd W1,  db1 = sum_i dlogits_i
-            dh  = dlogits @ W1.T;  dpre = dh * (1 - h^2)  (tanh' = 1 - tanh^2)
-            dW0 = x.T @ dpre + wd W0,     db0 = sum_i dpre_i
+            then the dense layers' backward (tanh' = 1 - tanh^2), plus wd W on each weight.
         Derivation: docs/derivations.md, "Digit classifier (softmax cross-entropy)".
         """
         x = self._check_x(x)
         y = self._check_y(y, x.shape[0])
-        wd = check_float("weight_decay", weight_decay, min_value=0.0)
+        wd = self.dtype.type(check_float("weight_decay", weight_decay, min_value=0.0))
         p = self.params
         n = x.shape[0]
-        h = np.tanh(x @ p["W0"] + p["b0"])
-        logits = h @ p["W1"] + p["b1"]
-        shifted = logits - logits.max(axis=1, keepdims=True)      # stable log-sum-exp
-        lse = np.log(np.exp(shifted).sum(axis=1))
+        _, logits, (c0, c1) = self._forward(x)
+        # classes along the leading axis: the (K, B) layout of log-sum-exp and softmax
+        lse, cache = logsumexp_forward(np.ascontiguousarray(logits.T), k=_K)
         rows = np.arange(n)
-        loss = float(np.mean(lse - shifted[rows, y]))
-        loss += 0.5 * wd * float((p["W0"] ** 2).sum() + (p["W1"] ** 2).sum())
-        prob = np.exp(shifted - lse[:, None])
+        loss = float(np.mean(lse - logits[rows, y]))
+        loss += 0.5 * float(wd) * float((p["W0"] ** 2).sum() + (p["W1"] ** 2).sum())
+        prob = _K.softmax(cache.a).T                   # (n, C), the gradient of logsumexp
         prob[rows, y] -= 1
         dlogits = prob / self.dtype.type(n)
-        dW1 = h.T @ dlogits + self.dtype.type(wd) * p["W1"]
-        db1 = dlogits.sum(axis=0)
-        dpre = (dlogits @ p["W1"].T) * (1 - h * h)
-        dW0 = x.T @ dpre + self.dtype.type(wd) * p["W0"]
-        db0 = dpre.sum(axis=0)
-        return loss, {"W0": dW0, "b0": db0, "W1": dW1, "b1": db1}
+        dh, dW1, db1 = dense_backward(dlogits, c1, k=_K)
+        _, dW0, db0 = dense_backward(dh, c0, k=_K, need_da=False)
+        return loss, {"W0": dW0 + wd * p["W0"], "b0": db0, "W1": dW1 + wd * p["W1"], "b1": db1}
 
     def fit(self, x, y, epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=0):
         """Train in place with Adam on shuffled minibatches (seeded); returns self."""

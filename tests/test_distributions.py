@@ -3,7 +3,7 @@ against central finite differences in float64 (random upstream gradients, broadc
 closed-form KLs against Monte Carlo, numerical stability and dtype preservation."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scratchvae import distributions as dist
@@ -128,6 +128,35 @@ def test_kl_diag_gaussians_broadcast_prior(seed, B, d, prior_shape):
     inputs = dict(mu1=mu1, logvar1=lv1, mu2=mu2, logvar2=lv2)
     check_vjp(lambda **p: dist.kl_diag_gaussians_forward(**p)[0], inputs,
               dict(zip(inputs, grads)), dkl, f"kl_diag_gaussians prior {shape}")
+
+
+@st.composite
+def broadcast_shapes(draw, n=4):
+    """A common shape (lead..., B, d) and n input shapes that broadcast to it: each input keeps
+    or drops some leading axes and sets any of the rest to 1 (the last axis included)."""
+    full = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    shapes = []
+    for _ in range(n):
+        cut = draw(st.integers(0, len(full) - 1))
+        shapes.append(tuple(1 if draw(st.booleans()) else s for s in full[cut:]))
+    return shapes
+
+
+@given(shapes=broadcast_shapes(), seed=SEEDS)
+@example(shapes=[(4, 3), (4, 1), (4, 3), (1, 1)], seed=0)
+def test_kl_diag_gaussians_gradients_under_any_broadcast(shapes, seed):
+    """Inputs broadcast along any axis, the last (summed) one included: each gradient is the
+    broadcast gradient summed back to its input's shape, checked against finite differences."""
+    rng = np.random.default_rng(seed)
+    inputs = dict(zip(("mu1", "logvar1", "mu2", "logvar2"),
+                      (rng.uniform(-2, 2, s) for s in shapes)))
+    kl, cache = dist.kl_diag_gaussians_forward(*inputs.values())
+    np.testing.assert_allclose(kl, ref.kl_diag_gaussians(*inputs.values()), rtol=RTOL[kl.dtype],
+                               atol=1e-13)
+    dkl = rng.standard_normal(kl.shape)
+    grads = dist.kl_diag_gaussians_backward(dkl, cache)
+    check_vjp(lambda **p: dist.kl_diag_gaussians_forward(**p)[0], inputs,
+              dict(zip(inputs, grads)), dkl, f"kl_diag_gaussians shapes {shapes}")
 
 
 @given(mu_logvar())
@@ -286,3 +315,24 @@ def test_logsumexp_backward_is_accurate_for_large_inputs(dtype):
     w = np.exp(a[1].astype(np.float64) - a[0])
     expect = np.stack([1.0 / (1.0 + w), w / (1.0 + w)])
     np.testing.assert_allclose(da, expect, rtol=RTOL[dtype], err_msg="softmax weights")
+
+
+# ====================================================================== likelihood gradients in x
+@given(seed=SEEDS, K_=dims, B=dims, D=dims, likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+def test_likelihood_gradient_in_x(seed, K_, B, D, likelihood):
+    """The likelihoods' dx (the data path of an input gradient) against finite differences."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.05, 0.95, (B, D))
+    out = rng.standard_normal((K_, B, D))
+    dll = rng.standard_normal((K_, B))
+    if likelihood == "bernoulli":
+        def fwd(x):
+            return dist.bernoulli_loglik_forward(x, out, k=K)
+        dx = dist.bernoulli_loglik_dx(dll, fwd(x)[1], k=K)
+    else:
+        logvar = rng.uniform(-1, 1, D)
+
+        def fwd(x):
+            return dist.gaussian_loglik_forward(x, out, logvar, k=K)
+        dx = dist.gaussian_loglik_dx(dll, fwd(x)[1], k=K)
+    check_vjp(lambda x: fwd(x)[0], dict(x=x), dict(x=dx), dll, f"{likelihood} loglik dx")

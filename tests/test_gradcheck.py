@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 
 import scratchvae as sv
-import scratchvae._base
 import scratchvae.distributions
 import scratchvae.layers
 import scratchvae.losses
@@ -38,9 +37,22 @@ def test_a_correct_model_passes_and_the_table_names_every_key():
     table = str(report)
     for key in list(model.params) + ["x", "mu (KL)", "logvar (KL)"]:
         assert key in table, key
-        assert report[key].n_checked == np.size(model.params.get(key, np.zeros(report[key].shape)))
+        row = report[key]
+        assert row.n_checked + row.n_below_floor == np.size(
+            model.params.get(key, np.zeros(row.shape))), key
     assert "PASSED" in table and "FAILED" not in table
     assert table.count("direction") == 2
+
+
+def patch_everywhere(monkeypatch, name, fn):
+    """Replace the function ``name`` in every scratchvae module that holds it (the modules import
+    it by name, so the planted bug reaches whichever module calls it)."""
+    import sys
+    hit = [m for key, m in list(sys.modules.items())
+           if key.startswith("scratchvae") and getattr(m, name, None) is not None]
+    assert hit, name
+    for m in hit:
+        monkeypatch.setattr(m, name, fn)
 
 
 def wrap_dense_backward(monkeypatch, module, target, change):
@@ -81,20 +93,21 @@ def test_catches_a_transposed_gradient(monkeypatch):
 
 def test_catches_a_wrong_learned_variance_gradient(monkeypatch):
     model, x = small_problem("gaussian", "learned")
-    original = scratchvae._base.gaussian_loglik_backward
+    original = scratchvae.distributions.gaussian_loglik_backward
 
     def wrong(dll, cache, **kw):
         dout, dlogvar = original(dll, cache, **kw)
         return dout, 0.5 * dlogvar
 
-    monkeypatch.setattr(scratchvae._base, "gaussian_loglik_backward", wrong)
+    patch_everywhere(monkeypatch, "gaussian_loglik_backward", wrong)
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["dec.logvar"]
 
 
 def test_catches_a_missing_input_gradient_path(monkeypatch):
     model, x = small_problem()
-    monkeypatch.setattr(sv.VAE, "_loglik_dx", lambda self, dll, cache, k: np.zeros_like(cache.x))
+    patch_everywhere(monkeypatch, "bernoulli_loglik_dx",        # drops x's path through p(x|z)
+                     lambda dll, cache, k: np.zeros(cache.x.shape))
     report = sv.gradcheck(model, x, tol=FD_RTOL, h=FD_STEP)
     assert failing(report) == ["x"]
 
@@ -148,7 +161,7 @@ def test_max_entries_checks_a_seeded_subset():
     r2 = sv.gradcheck(model, x, max_entries=5, seed=3, tol=FD_RTOL)
     assert r1.passed
     for row in r1.rows:
-        assert row.n_checked == min(5, int(np.prod(row.shape))), row.name
+        assert row.n_checked + row.n_below_floor == min(5, int(np.prod(row.shape))), row.name
     assert [tuple(r) for r in r1.rows] == [tuple(r) for r in r2.rows], "same seed, same report"
 
 
@@ -169,7 +182,8 @@ def test_gradcheck_restores_the_parameters_bit_for_bit(case):
     (dict(h=-1e-6), ValueError, "h"),
     (dict(max_entries=0), ValueError, "max_entries"),
     (dict(n_directions=-1), ValueError, "n_directions"),
-    (dict(eps=np.zeros((2, 3, 2))), ValueError, "eps"),
+    (dict(eps=np.zeros((2, 4, 2))), ValueError, "eps"),
+    (dict(eps=np.zeros((2, 3, 2)), n_samples=3), ValueError, "eps"),
     (dict(n_samples=0), ValueError, "n_samples"),
 ])
 def test_gradcheck_rejects_bad_arguments(kwargs, exc, match):
@@ -196,7 +210,7 @@ def test_check_gradients_passes_correct_gradients_and_restores():
     before = {k: v.copy() for k, v in params.items()}
     report = check_gradients(fun, params, grads, tol=FD_RTOL)
     assert isinstance(report, GradcheckReport) and report.passed
-    assert [r.n_checked for r in report.rows] == [12, 5]
+    assert [r.n_checked + r.n_below_floor for r in report.rows] == [12, 5]
     assert all(np.array_equal(params[k], before[k]) for k in params)
 
 
@@ -234,3 +248,107 @@ def test_check_gradients_rejects_mismatched_input(change, exc, match):
     change(params, grads)
     with pytest.raises(exc, match=match):
         check_gradients(fun, params, grads)
+
+
+# ====================================================================== K-dependent bugs
+def test_default_sample_count_catches_a_missing_one_over_k(monkeypatch):
+    """dll = -1/(K B) without its 1/K: invisible at K = 1, caught by the default (K = 2)."""
+    from scratchvae import losses
+    original = losses.neg_elbo_backward
+
+    def no_one_over_k(ll_shape, beta, dtype, **kw):
+        dll, dkl = original(ll_shape, beta, dtype, **kw)
+        return dll * ll_shape[0], dkl
+
+    model, x = small_problem()
+    patch_everywhere(monkeypatch, "neg_elbo_backward", no_one_over_k)
+    assert sv.gradcheck(model, x, n_samples=1, wrt=("params",), tol=FD_RTOL, h=FD_STEP).passed
+    report = sv.gradcheck(model, x, wrt=("params",), tol=FD_RTOL, h=FD_STEP)
+    assert not report.passed
+    assert all(not report[key].passed for key in model.params if key.startswith("dec."))
+
+
+def test_default_sample_count_catches_uniform_iwae_weights(monkeypatch):
+    """dlogw = -1/(K B) (uniform) instead of -w~/B (normalised weights): the same at K = 1."""
+    def uniform_weights(cache, **kw):
+        K, B = cache.a.shape
+        return np.full((K, B), -1.0 / (K * B))
+
+    model, x = small_problem()
+    patch_everywhere(monkeypatch, "neg_iwae_backward", uniform_weights)
+    kw = dict(objective="iwae", wrt=("params",), tol=FD_RTOL, h=FD_STEP)
+    assert sv.gradcheck(model, x, n_samples=1, **kw).passed
+    report = sv.gradcheck(model, x, **kw)
+    assert not report.passed and "dec.W_out" in failing(report)
+
+
+def test_given_eps_sets_the_sample_count():
+    model, x = small_problem()
+    eps = model.draw_eps(3, x.shape[0], np.random.default_rng(0))
+    assert sv.gradcheck(model, x, eps=eps, tol=FD_RTOL, h=FD_STEP).passed
+
+
+# ====================================================================== floored and relative modes
+def small_gradient_problem(scale):
+    """f(p) = scale * sum(sin(p)): gradients scale * cos(p), planted 50% error in entry 0."""
+    params = {"p": np.linspace(0.1, 1.0, 5)}
+    grads = {"p": scale * np.cos(params["p"])}
+    grads["p"][0] *= 1.5
+    return (lambda q: float(scale * np.sin(q["p"]).sum())), params, grads
+
+
+def test_floored_mode_passes_a_50_percent_error_in_a_tiny_gradient_and_says_so():
+    fun, params, grads = small_gradient_problem(1e-6)
+    report = check_gradients(fun, params, grads, tol=1e-6, n_directions=0)
+    assert report.passed, "the floor of 1 makes the check absolute below 1"
+    row = report["p"]
+    assert (row.n_checked, row.n_below_floor) == (0, 5)
+    assert "abs only" in str(report) and "5 entries below the floor" in str(report)
+
+
+def test_relative_mode_catches_a_50_percent_error_in_a_tiny_gradient():
+    fun, params, grads = small_gradient_problem(1e-6)
+    report = check_gradients(fun, params, grads, tol=1e-6, mode="relative", n_directions=0)
+    assert not report.passed
+    assert report["p"].worst_index == (0,) and report["p"].max_rel_err == pytest.approx(1 / 3, rel=1e-3)
+    grads["p"][0] /= 1.5
+    assert check_gradients(fun, params, grads, tol=1e-6, mode="relative", n_directions=2).passed
+
+
+def test_relative_mode_reports_gradients_below_the_noise_floor_as_not_checked():
+    """A gradient of 1e-6 in a loss of size 1: rounding noise of the differences (~1e-10) is
+    1e-4 of it, so at tol 1e-6 it is not checked, at tol 1e-3 it is checked (and fails)."""
+    fun0, params, grads = small_gradient_problem(1e-6)
+
+    def fun(q):
+        return 1.0 + fun0(q)
+    report = check_gradients(fun, params, grads, tol=1e-6, mode="relative", n_directions=1)
+    assert report.passed and report["p"].n_checked == 0 and report.n_below_floor == 5
+    assert "not checked" in str(report) and report.directional[0][2] is None
+    loose = check_gradients(fun, params, grads, tol=1e-3, mode="relative", n_directions=0)
+    assert not loose.passed and loose["p"].n_checked == 5
+
+
+def test_relative_mode_passes_a_correct_model_and_fails_a_wrong_one(monkeypatch):
+    model, x = small_problem("gaussian", "learned")
+    report = sv.gradcheck(model, x, mode="relative", tol=FD_RTOL, h=FD_STEP)
+    assert report.passed, str(report)
+    assert sum(r.n_checked for r in report.rows) > 0
+    wrap_dense_backward(monkeypatch, scratchvae.layers, model.params["enc.W0"], lambda dW: dW * 1.01)
+    assert "enc.W0" in failing(sv.gradcheck(model, x, mode="relative", tol=FD_RTOL, h=FD_STEP))
+
+
+def test_bernoulli_inputs_at_the_edge_of_the_support_are_left_unchecked():
+    model, x = small_problem()
+    x[0, :2] = [0.0, 1.0]
+    report = sv.gradcheck(model, x, wrt=("x",), tol=FD_RTOL, h=FD_STEP)
+    assert report.passed and report["x"].n_checked + report["x"].n_below_floor == x.size
+    assert report["x"].n_below_floor >= 2
+
+
+def test_mode_and_floor_are_validated():
+    fun, params, grads = quadratic_problem()
+    with pytest.raises(ValueError, match="mode"):
+        check_gradients(fun, params, grads, mode="absolute")
+    with pytest.raises(ValueError, match="floor"):
+        check_gradients(fun, params, grads, floor=0.0)

@@ -375,16 +375,62 @@ def test_sample_goes_down_the_chain():
 
 
 def test_active_units_per_layer():
+    """The top layer's E_q[z2|x] = E_{z1 ~ q(z1|x)}[mu_q2(z1)] by Monte Carlo, replayed here from
+    the same seeded draws with the reference networks."""
     m = small(D=6)
     x = data(m, 50, np.random.default_rng(1))
-    (au1, au2), (var1, var2) = active_units_per_layer(m, x, return_variance=True)
-    mu1, _ = ref_gaussian(m.params, "q1", x, m.activation, [])
-    mu2, _ = ref_gaussian(m.params, "q2", mu1, m.activation, [])
+    n = 40
+    (au1, au2), (var1, var2) = active_units_per_layer(m, x, n_samples=n, rng=3,
+                                                      return_variance=True)
+    mu1, lv1 = ref_gaussian(m.params, "q1", x, m.activation, [])
+    eps = np.random.default_rng(3).standard_normal((n,) + mu1.shape)
+    mu2, _ = ref_gaussian(m.params, "q2", mu1 + np.exp(lv1 / 2) * eps, m.activation, [])
+    # the n-sample means' variance over x, less the Monte Carlo noise (1 - 1/B) mean s2 / n
+    B = x.shape[0]
+    want = np.maximum(mu2.mean(axis=0).var(axis=0)
+                      - (1 - 1 / B) * mu2.var(axis=0, ddof=1).mean(axis=0) / n, 0.0)
     np.testing.assert_allclose(var1, mu1.var(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(var2, mu2.var(axis=0), rtol=1e-12)
-    assert au1 == int((mu1.var(axis=0) > 0.01).sum()) and au2 == int((mu2.var(axis=0) > 0.01).sum())
+    np.testing.assert_allclose(var2, want, rtol=1e-10)
+    assert au1 == int((mu1.var(axis=0) > 0.01).sum()) and au2 == int((want > 0.01).sum())
     assert active_units_per_layer(m, x, threshold=0.0) == (3, 2)
     assert active_units_per_layer(m, x, threshold=1e6) == (0, 0)
+    assert active_units_per_layer(m, x, n_samples=n, rng=3) == (au1, au2), "seeded"
+    chunked = active_units_per_layer(m, x, n_samples=n, rng=3, return_variance=True,
+                                     max_rows=3 * n)[1][1]
+    assert np.all(np.isfinite(chunked)) and chunked.shape == var2.shape
+
+
+def test_top_layer_active_units_average_over_q_z1_not_the_plug_in():
+    """A tanh HVAE where the two definitions differ: q(z1|x) has std 5 around mu_q1 in
+    [-0.5, 0.5]; z2 unit 0 is tanh(10 z1), which the plug-in mu_q2(mu_q1(x)) sees swing over
+    [-1, 1], but whose average over q(z1|x) moves by about +-0.08 (inactive); unit 1 is
+    10 tanh(0.1 z1), nearly linear (active either way). Reference: Gauss-Hermite quadrature."""
+    m = HVAE(1, latent_dims=(1, 2), hidden_dims=((), (2,)), activation="tanh", seed=0)
+    p = m.params
+    for key in p:
+        p[key][...] = 0.0
+    p["q1.W_mu"][...] = 1.0
+    p["q1.b_mu"][...] = -0.5                       # mu_q1 = x - 0.5
+    p["q1.b_logvar"][...] = np.log(25.0)           # std 5
+    p["q2.W0"][...] = [[10.0, 0.1]]
+    p["q2.W_mu"][...] = [[1.0, 0.0], [0.0, 10.0]]
+    x = np.linspace(0.0, 1.0, 41)[:, None]
+    (au1, au2), (_, var2) = active_units_per_layer(m, x, n_samples=40000, rng=0,
+                                                   return_variance=True)
+    mu1 = x[:, 0] - 0.5
+    plug_in = np.stack([np.tanh(10 * mu1), 10 * np.tanh(0.1 * mu1)], axis=1)
+    assert int((plug_in.var(axis=0) > 0.01).sum()) == 2
+    # E over z1 ~ N(mu1, 25) on a fine grid (tanh(10 z1) is nearly a step: no Gauss-Hermite)
+    u = np.linspace(-10.0, 10.0, 40001)                             # z1 = mu1 + 5 u
+    w = np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) * (u[1] - u[0])
+    z1 = mu1[:, None] + 5.0 * u[None, :]
+    e_z2 = np.stack([(np.tanh(10 * z1) * w).sum(1), (10 * np.tanh(0.1 * z1) * w).sum(1)], axis=1)
+    ref_var = e_z2.var(axis=0)
+    assert ref_var[0] < 0.01 < ref_var[1]
+    # the bias-corrected Monte Carlo estimate; its noise is dominated by the cross term, with
+    # s.d. about 2 sqrt(Var_x E * Var_q / (n B)): 2e-5 for unit 0, 1.7e-3 for unit 1 (Var_q ~ 20)
+    assert np.all(np.abs(var2 - ref_var) <= [2e-4, 5e-3]), (var2, ref_var)
+    assert (au1, au2) == (1, 1)
 
 
 # ====================================================================== checkpoints and training

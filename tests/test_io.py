@@ -246,6 +246,66 @@ def test_manipulated_checkpoint_is_rejected_naming_the_problem(tmp_path, manipul
         svio.load_checkpoint(path)
 
 
+def write_member(zf, key, header, data=b""):
+    """A .npy member with an arbitrary header and data (no check that the two agree)."""
+    with zf.open(key + ".npy", "w") as f:
+        np.lib.format.write_array_header_2_0(f, header)
+        f.write(data)
+
+
+@pytest.mark.parametrize("recorded", ["true shape", "declared shape"])
+def test_member_declaring_a_huge_shape_is_a_value_error_naming_it(tmp_path, recorded):
+    """A member header claiming 2**40 float64 entries (8 TiB) is refused from its header alone,
+    whether the JSON header records the true shape or repeats the lie."""
+    path = svio.save_checkpoint(tmp_path / "c", {"w": np.zeros(3), "b": np.zeros(2)}, {})
+    arrays, header = raw_contents(path)
+    huge = (2 ** 20, 2 ** 20)
+    if recorded == "declared shape":
+        header["params"]["w"]["shape"] = list(huge)
+    with zipfile.ZipFile(path, "w") as zf:
+        write_member(zf, "b", {"descr": "<f8", "fortran_order": False, "shape": (2,)},
+                     np.zeros(2).tobytes())
+        write_member(zf, "w", {"descr": "<f8", "fortran_order": False, "shape": huge},
+                     np.zeros(3).tobytes())
+        with zf.open(svio.CONFIG_KEY + ".npy", "w") as f:
+            np.lib.format.write_array(f, np.array(json.dumps(header)))
+    with pytest.raises(ValueError, match="'w"):
+        svio.load_checkpoint(path)
+
+
+def test_config_member_declaring_a_huge_string_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        write_member(zf, svio.CONFIG_KEY, {"descr": "<U1000000000000", "fortran_order": False,
+                                           "shape": ()}, b"{}")
+    with pytest.raises(ValueError, match=svio.CONFIG_KEY):
+        svio.load_checkpoint(path)
+
+
+def test_fortran_ordered_member_is_refused_and_save_writes_c_order(tmp_path):
+    w = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    path = svio.save_checkpoint(tmp_path / "c", {"w": w}, {})
+    loaded, _ = svio.load_checkpoint(path)          # written in C order, read back equal
+    np.testing.assert_array_equal(loaded["w"], w)
+    assert loaded["w"].flags.c_contiguous and loaded["w"].flags.writeable
+    arrays, header = raw_contents(path)
+    with zipfile.ZipFile(path, "w") as zf:
+        write_member(zf, "w", {"descr": "<f8", "fortran_order": True, "shape": (2, 3)},
+                     w.tobytes(order="F"))
+        with zf.open(svio.CONFIG_KEY + ".npy", "w") as f:
+            np.lib.format.write_array(f, arrays[svio.CONFIG_KEY])
+    with pytest.raises(ValueError, match="'w'.*Fortran"):
+        svio.load_checkpoint(path)
+
+
+def test_member_that_is_not_npy_is_refused(tmp_path):
+    path = svio.save_checkpoint(tmp_path / "c", {"w": np.zeros(3)}, {})
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("w2.npy", b"not an npy header at all")
+    with pytest.raises(ValueError, match="w2.npy"):
+        svio.load_checkpoint(path)
+
+
 # ---------------------------------------------------------------- save validation
 @pytest.mark.parametrize("params, config, exc, text", [
     ({"w": np.array([1.0, np.nan])}, {}, ValueError, r"params\['w'\].*finite"),
