@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-# small matrices: BLAS threads only add synchronisation (NOTES.md 3.7); set before numpy loads
+# small matrices: BLAS threads only add synchronisation; set before numpy loads
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402

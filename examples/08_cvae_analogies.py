@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 
-# Small matrices run faster on one BLAS thread than on OpenBLAS's default two (NOTES.md 3.7);
+# Small matrices run faster on one BLAS thread than on OpenBLAS's default two;
 # set the variable to override. It must be set before NumPy loads OpenBLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

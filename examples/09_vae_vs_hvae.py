@@ -36,7 +36,7 @@ import sys
 import time
 
 # Small matrices (batch 100 x width 100) run several times faster on one BLAS thread than on
-# OpenBLAS's default two, which wait on each other (NOTES.md 3.7); set the variable to override.
+# OpenBLAS's default two, which wait on each other; set the variable to override.
 # It must be set before NumPy loads OpenBLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

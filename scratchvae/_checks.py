@@ -1,6 +1,6 @@
 """Argument validation: every check raises ValueError/TypeError whose message names the argument.
 
-Validation lives here, above the kernels, so a kernel never sees bad input (STYLE.md 3.6).
+Validation lives here, above the kernels, so a kernel never sees bad input.
 """
 from __future__ import annotations
 

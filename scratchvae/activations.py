@@ -1,8 +1,8 @@
 """Activations by name: the table name -> integer code, and each forward/derivative pair.
 
 The formulas themselves live once, in ``kernels/numpy_ref.py`` (``act_fwd``/``act_grad``),
-because the kernels take the integer code so that each kernel keeps a single signature
-(STYLE.md 3.5). This module is the named, validated front of that table.
+because the kernels take the integer code so that each kernel keeps a single signature.
+This module is the named, validated front of that table.
 
 ==========  ==========================================  ===================================
 name        y = f(h)                                    f'(h)

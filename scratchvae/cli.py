@@ -185,8 +185,8 @@ def _model_options():
     g.add_argument("--output-var", type=OUTPUT_VAR, default=1.0, metavar="F|learned",
                    help="gaussian likelihood: the fixed variance, or 'learned' for a learned "
                         "per-pixel variance (default: 1.0)")
-    # numba is the command line's default because it is faster than numpy at every size of
-    # benchmarks/bench_step.py; the Python API keeps DESIGN.md's default, the readable numpy.
+    # numba is the default here as in the Python API: faster than numpy at every size of
+    # benchmarks/bench_step.py; numpy is the readable reference.
     g.add_argument("--backend", choices=BACKENDS, default="numba",
                    help="kernels: numpy (the readable reference), numba (CPU, compiled on first "
                         "use and cached on disk), cuda (default: %(default)s)")

@@ -1,7 +1,7 @@
 """The conditional VAE (Sohn, Lee & Yan 2015): the VAE of ``model.py`` with both networks reading
 the class label, so that ``sample(n, y=3)`` draws a chosen digit.
 
-Symbols (DESIGN.md sections 1 and 6): B batch, D data dimension, d latent dimension, K samples,
+Symbols: B batch, D data dimension, d latent dimension, K samples,
 C number of classes.
 
     x          (B, D)      data
@@ -37,7 +37,7 @@ from .model import VAE
 class CVAE(VAE):
     """Conditional VAE: encoder q(z|x, y) and decoder p(x|z, y) read the one-hot label.
 
-    Parameters (DESIGN.md section 6) have the VAE's keys and order, with ``enc.W0`` of shape
+    Parameters have the VAE's keys and order, with ``enc.W0`` of shape
     (D + C, h_1) and ``dec.W0`` of shape (d + C, g_1) (with no hidden layers, ``enc.W_mu`` and
     ``enc.W_logvar`` take D + C rows and ``dec.W_out`` takes d + C). Every method takes the labels
     ``y`` right after ``x``: an integer ndarray of shape (B,) with values in [0, n_classes). It

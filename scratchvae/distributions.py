@@ -1,6 +1,6 @@
 """Gaussian and Bernoulli pieces of the VAE, each forward paired with its hand-written backward.
 
-Symbols (DESIGN.md section 1): K samples, B batch, D data dimension, d latent dimension.
+Symbols: K samples, B batch, D data dimension, d latent dimension.
 
     mu, logvar   (B, d)      parameters of q(z|x) = N(mu, diag(exp(logvar)))
     eps          (K, B, d)   standard normal noise

@@ -27,7 +27,7 @@ These are gradients of R itself (ascent directions); the loss -R has the negated
 Both estimators are averages of K independent per-sample terms, so the variance of each is
 Var(one term) / K.
 
-Shapes (DESIGN.md section 1): x (B, D); mu, logvar (B, d); eps, z (K, B, d); f values (K, B).
+Shapes: x (B, D); mu, logvar (B, d); eps, z (K, B, d); f values (K, B).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ latents), the ELBO gap, and a printable evaluation report.
     posterior_grid(model, x, axes)  log p(z|x) and log q(z|x) on a 2-D grid, normalised on it
     evaluation_report / format_report    everything above for one data set, as a dict / a table
 
-Symbols (DESIGN.md section 1): B examples, D data dimension, d latent dimension, K or k samples,
+Symbols: B examples, D data dimension, d latent dimension, K or k samples,
 G grid points, N_j grid points along axis j. All log densities and bounds are in nats, per example.
 
 Quadrature (``exact_log_likelihood``, ``elbo_gap``): the integrals over z are computed with the

@@ -1,6 +1,6 @@
 """A VAE with two stochastic layers (Burda, Grosse & Salakhutdinov 2016, section 5): z2 -> z1 -> x.
 
-Symbols (DESIGN.md section 6): B batch, D data dimension, d1 and d2 the two latent sizes,
+Symbols: B batch, D data dimension, d1 and d2 the two latent sizes,
 K samples. Every sample of z1 has its own z2, so the second layer works on K*B rows.
 
     x                  (B, D)       data

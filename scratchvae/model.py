@@ -1,7 +1,7 @@
 """The VAE of Kingma & Welling (2014): wires layers and distributions; forward with caches and the
 hand-written backward, written out as one chain and its reverse.
 
-Symbols (DESIGN.md section 1): B batch, D data dimension, d latent dimension, K samples.
+Symbols: B batch, D data dimension, d latent dimension, K samples.
 
     x       (B, D)      data
     mu      (B, d)      a_L @ enc.W_mu + enc.b_mu

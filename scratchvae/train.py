@@ -63,7 +63,7 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
         free_bits=0.0, kl_warmup=0, binarize=False, patience=None, callback=None):
     """Train ``model`` in place and return its ``History``.
 
-    Arguments beyond DESIGN.md section 3:
+    Arguments beyond the basic ones:
       beta       a number, or a schedule: a callable step -> beta (see ``scratchvae.schedules``)
       kl_warmup  epochs of linear warm-up of beta from ~0 to ``beta`` (0: none)
       objective  "elbo" or "iwae";  free_bits  minimum KL per latent dimension (nats), 0 = off

@@ -25,7 +25,7 @@ settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") el
 # Relative tolerances for comparing two computations of the same quantity, by dtype:
 # a few hundred ulps of accumulated rounding. Finite differences use FD_* (float64 only).
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
-FD_STEP = 1e-6          # central-difference step in float64 (NOTES.md 4.2)
+FD_STEP = 1e-6          # central-difference step in float64
 FD_RTOL = 1e-6          # max relative error of a float64 gradient against finite differences
 
 

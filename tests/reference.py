@@ -1,4 +1,4 @@
-"""Independent reference formulas for the tests, written from DESIGN.md section 1 -- not package code.
+"""Independent reference formulas for the tests, written from the model's equations -- not package code.
 
 Nothing here imports scratchvae. Everything is plain NumPy, written the direct way (loops over
 samples, densities as written in a textbook) rather than the way the package computes it, so a
@@ -32,7 +32,7 @@ def softplus(h):
 
 
 def activation(name, h):
-    """y = f(h) for the DESIGN.md activations (leaky slope 0.01, elu alpha 1)."""
+    """y = f(h) for documented activations (leaky slope 0.01, elu alpha 1)."""
     h = np.asarray(h)
     if name == "relu":
         return np.where(h > 0, h, 0).astype(h.dtype)
@@ -142,7 +142,7 @@ def _n_layers(params, prefix):
 
 
 def encoder(params, x, act):
-    """(mu, logvar, pre-activations) of q(z|x), as in DESIGN.md section 1."""
+    """(mu, logvar, pre-activations) of q(z|x), as in the model's equations."""
     a, pre = x, []
     for i in range(_n_layers(params, "enc")):
         h = a @ params[f"enc.W{i}"] + params[f"enc.b{i}"]
@@ -165,9 +165,9 @@ def decoder(params, z, act):
 
 def vae_forward(params, x, eps, *, activation="relu", likelihood="bernoulli", output_var=1.0,
                 beta=1.0, objective="elbo", free_bits=0.0):
-    """The VAE loss from DESIGN.md section 1, computed one sample at a time.
+    """The VAE loss from the model's equations, computed one sample at a time.
 
-    Shapes: params as DESIGN.md section 2; x (B, D); eps (K, B, d).
+    Shapes: params in the documented order; x (B, D); eps (K, B, d).
     Returns a dict: loss (batch mean), per_example (B,), ll (K, B), kl (B,), logw (K, B),
     mu, logvar (B, d), and ``pre`` (every hidden pre-activation, to keep tests away from kinks).
       elbo:  loss(x) = -(1/K) sum_k log p(x|z_k) + beta KL      (free bits: the batch KL term is

@@ -3,7 +3,7 @@
 A ``VAECase`` is drawn as a handful of small choices (architecture, likelihood, objective, dtype,
 K, beta) plus integer seeds; the tensors (data, noise, perturbed parameters) are generated from
 the seeds with ``np.random.default_rng`` by ``build``. Large tensors then cost no Hypothesis
-entropy and shrinking works on the shape (NOTES.md 5.1).
+entropy and shrinking works on the shape.
 """
 from __future__ import annotations
 

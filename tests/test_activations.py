@@ -40,7 +40,7 @@ def test_forward_matches_reference(name, shape, data):
 @given(shape=SHAPES, seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_backward_matches_finite_differences(name, shape, seed, data):
     if name in KINKED_ACTIVATIONS:     # keep a margin far larger than the step from the kink
-        elements = st.one_of(finite(-6, -1e-3), finite(1e-3, 6))       # (NOTES.md 4.5)
+        elements = st.one_of(finite(-6, -1e-3), finite(1e-3, 6))       #
     else:
         elements = finite(-6, 6)
     h = data.draw(arrays(np.float64, shape, elements=elements))

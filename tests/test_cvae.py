@@ -1,5 +1,5 @@
 """The conditional VAE: shapes, the loss against an independent forward written here from
-DESIGN.md section 6, finite-difference gradients (fixed cases and hypothesis-drawn
+the model's equations, finite-difference gradients (fixed cases and hypothesis-drawn
 architectures), bad labels, checkpoints, training, the analogy grid, and the numba backend."""
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ def ref_loglik(x, out, likelihood, logvar):
 
 
 def ref_cvae(model, x, y, eps, beta=1.0, objective="elbo"):
-    """Per-example loss of DESIGN.md section 6 (CVAE), one sample at a time, and the smallest
+    """Per-example loss (CVAE), one sample at a time, and the smallest
     |pre-activation| (to keep ReLU kinks away from the finite differences)."""
     p = {key: v.astype(np.float64) for key, v in model.params.items()}
     x, eps = x.astype(np.float64), eps.astype(np.float64)

@@ -1,5 +1,5 @@
 """The two-stochastic-layer VAE: shapes, the loss against an independent forward written here
-from DESIGN.md section 6, finite-difference gradients (fixed cases and hypothesis-drawn
+from the model's equations, finite-difference gradients (fixed cases and hypothesis-drawn
 architectures), the noise pair, bad input, the likelihood estimate against quadrature,
 sampling, active units, checkpoints, training, and the numba backend."""
 import numpy as np
@@ -46,7 +46,7 @@ def ref_loglik(model, p, x, z1, pre):
 
 
 def ref_hvae(model, x, eps, beta=1.0, objective="elbo"):
-    """Per-example loss of DESIGN.md section 6 (two stochastic layers), one sample at a time,
+    """Per-example loss (two stochastic layers), one sample at a time,
     and the smallest |pre-activation| (to keep ReLU kinks away from the finite differences)."""
     p = {key: v.astype(np.float64) for key, v in model.params.items()}
     x = x.astype(np.float64)

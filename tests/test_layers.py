@@ -13,7 +13,7 @@ from tests.conftest import FD_RTOL, FD_STEP, RTOL
 from tests.strategies import ACTIVATIONS, KINKED_ACTIVATIONS, SEEDS
 
 K = get_kernels("numpy")
-MARGIN = 1e-4   # min |pre-activation| for kinked activations: 100x the step (NOTES.md 4.5)
+MARGIN = 1e-4   # min |pre-activation| for kinked activations: 100x the step
 
 
 def dense_inputs(seed, n, fan_in, fan_out, dtype=np.float64):

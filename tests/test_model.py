@@ -1,7 +1,7 @@
 """The VAE end to end: every gradient against finite differences (sv.gradcheck, and a directional
-check against the independent forward in tests/reference.py), the loss against the DESIGN.md
+check against the independent forward in tests/reference.py), the loss against the model's
 formula, determinism with fixed eps, float32/float64 agreement, the parameter contract
-(DESIGN.md section 2), the public API, checkpoints and bad input."""
+(keys, order, shapes), the public API, checkpoints and bad input."""
 import math
 
 import numpy as np
@@ -20,7 +20,7 @@ FULL_CHECK_MAX_PARAMS = 400   # per-entry check of every entry up to this many p
 
 
 def expected_keys(n_enc, n_dec, learned=False):
-    """DESIGN.md section 2, written out."""
+    """The parameter order, written out."""
     keys = []
     for i in range(n_enc):
         keys += [f"enc.W{i}", f"enc.b{i}"]

@@ -1,9 +1,9 @@
 """Kernel sets: one field per operation, one signature per field, one provider per backend.
 
 The model, layers and distributions only ever call ``k.<kernel>(...)`` on a ``Kernels``
-object handed to them, so they never branch on the backend (DESIGN.md section 4).
+object handed to them, so they never branch on the backend.
 
-Symbols (DESIGN.md section 1): ``K`` samples, ``B`` batch, ``D`` data dimension, ``d``
+Symbols: ``K`` samples, ``B`` batch, ``D`` data dimension, ``d``
 latent dimension, ``F`` a layer's width.
 
 Every kernel takes arrays of one float dtype (float32 or float64) and returns arrays of that

@@ -12,5 +12,5 @@ ACTIVATION_CODES = {
     "identity": IDENTITY,
 }
 
-LEAKY_SLOPE = 0.01  # leaky_relu slope for h < 0 (DESIGN.md section 1)
-ELU_ALPHA = 1.0     # elu alpha (DESIGN.md section 1)
+LEAKY_SLOPE = 0.01  # leaky_relu slope for h < 0
+ELU_ALPHA = 1.0     # elu alpha
