@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of --data (or random data with --input-dim), and compare "
                                    "every analytic gradient with central differences. Prints "
                                    "one row per tensor; exit code 1 if any check fails.")
+    # K = 2 by default: at K = 1 a missing 1/K or unnormalised IWAE weights check as correct
+    p.set_defaults(samples=2)
     g = p.add_argument_group("check")
     g.add_argument("--tol", type=POS_FLOAT, default=1e-6, metavar="F",
                    help="largest relative error that passes (default: %(default)s)")

@@ -17,8 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .kernels import Kernels
-
-LOG_2PI = float(np.log(2.0 * np.pi))
+from .kernels.numpy_ref import LOG_2PI  # noqa: F401  (one definition, shared with the kernels)
 
 
 # ------------------------------------------------------------------ reparameterization

@@ -40,7 +40,6 @@ from ._checks import check_array, check_float, check_int, check_rng
 from .distributions import (log_normal_backward, log_normal_forward, reparameterize_backward,
                             reparameterize_forward)
 from .kernels import get_kernels
-from .layers import output_net_backward, output_net_forward
 
 # the estimators work on host arrays; the reference kernels run their reparameterization
 _K = get_kernels("numpy")
@@ -67,22 +66,6 @@ def _check_z(model, x, z, name):
                        dtype=model.dtype)
 
 
-def _decoder_forward(model, x, z, y):
-    """Decoder and likelihood on (K, B, d) codes: (ll (K, B), caches).
-
-    The one place here that reads the model's private wiring (its decoder input, activation code
-    and likelihood pair): the estimators need the decoder's caches for f'(z), which no public
-    method returns yet."""
-    K, B, d = z.shape
-    out, dec_cache = output_net_forward(model.params, "dec", len(model.decoder_hidden_dims),
-                                        model._decoder_input(z.reshape(K * B, d), y, K,
-                                                             k=model.kernels),
-                                        model._act, k=model.kernels)
-    ll, ll_cache = model._loglik_forward(x, out.reshape(K, B, model.input_dim), model.params,
-                                         k=model.kernels)
-    return ll, (dec_cache, ll_cache)
-
-
 def loglik(model, x, z, y=None):
     """f(z) = log p(x|z) for K codes per example.
 
@@ -90,9 +73,7 @@ def loglik(model, x, z, y=None):
     Equation: the model's likelihood of x under the decoder output at z_kb.
     """
     x = model.check_x(x)
-    y = model.check_y(y, x.shape[0])
-    z = _check_z(model, x, z, "z")
-    return _decoder_forward(model, x, z, y)[0]
+    return model.loglik_given_z(x, _check_z(model, x, z, "z"), y=y)
 
 
 def loglik_and_grad_z(model, x, z, y=None):
@@ -103,15 +84,7 @@ def loglik_and_grad_z(model, x, z, y=None):
     (x - out) exp(-logvar)) and the decoder MLP's backward down to its input c_0 = z.
     """
     x = model.check_x(x)
-    y = model.check_y(y, x.shape[0])
-    z = _check_z(model, x, z, "z")
-    K, B, d = z.shape
-    ll, (dec_cache, ll_cache) = _decoder_forward(model, x, z, y)
-    unused: dict = {}          # the parameter gradients the backward also produces are not needed
-    dout = model._loglik_backward(np.ones((K, B), model.dtype), ll_cache, unused, k=model.kernels)
-    dc0 = output_net_backward(dout.reshape(K * B, model.input_dim), dec_cache, "dec", unused,
-                              k=model.kernels)
-    return ll, dc0[:, :d].reshape(K, B, d)     # a CVAE's label columns are not differentiated
+    return model.loglik_given_z(x, _check_z(model, x, z, "z"), y=y, need_dz=True)
 
 
 # ====================================================================== per-sample terms
@@ -224,7 +197,7 @@ def expected_loglik(model, x, mu, logvar, y=None, n_nodes=40):
     for s in range(0, u.shape[0], chunk):
         nodes = np.broadcast_to(u[s:s + chunk, None, :], (min(chunk, u.shape[0] - s),) + mu.shape)
         z, _ = _draw_z(mu, logvar, nodes)                               # mu + std u_i, (n, B, d)
-        total += W[s:s + chunk] @ _decoder_forward(model, x, z, y)[0]
+        total += W[s:s + chunk] @ model.loglik_given_z(x, z, y=y)
     return total
 
 

@@ -152,6 +152,30 @@ class VAE(Model):
                                     self._decoder_input(z, y, 1, k=k), self._act, k=k)
         return out
 
+    def loglik_given_z(self, x, z, y=None, need_dz=False):
+        """log p(x|z) of the decoder at K latents per example and, with ``need_dz``, its gradient
+        in z by the decoder's backward (what the gradient-estimator studies differentiate).
+
+        Shapes: x (B, D), z (K, B, latent_dim) -> ll (K, B) [, dz (K, B, latent_dim)].
+        Equation: ll_kb = log p(x_b | dec(z_kb));  dz_kb = d ll_kb / d z_kb (dll = 1, then the
+        likelihood's and the decoder MLP's backward; a CVAE's label columns are not returned).
+        """
+        x = self.check_x(x)
+        y = self.check_y(y, x.shape[0])
+        z = check_array("z", z, ndim=3, shape=(None, x.shape[0], self.latent_dim), dtype=self.dtype)
+        K, B, d = z.shape
+        k, p = self.kernels, self.params
+        out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
+                                      self._decoder_input(z.reshape(K * B, d), y, K, k=k),
+                                      self._act, k=k)
+        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)
+        if not need_dz:
+            return ll
+        unused: dict = {}   # the parameter gradients the backward also produces are not needed
+        dout = self._loglik_backward(np.ones((K, B), self.dtype), lik, unused, k=k)
+        dc0 = output_net_backward(dout.reshape(K * B, self.input_dim), dec, "dec", unused, k=k)
+        return ll, self._latent_grad(dc0, k=k).reshape(K, B, d)
+
     def decode(self, z, y=None):
         """Mean of p(x|z): probabilities (bernoulli) or means (gaussian), (N, D) for z (N, d)."""
         y = self.check_y(y, np.shape(z)[0] if np.ndim(z) else 0)

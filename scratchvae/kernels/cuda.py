@@ -58,7 +58,7 @@ from . import workspace
 from . import _jit
 from ._activation_codes import ELU, ELU_ALPHA, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 
-LOG_2PI = float(np.log(2.0 * np.pi))
+from .numpy_ref import LOG_2PI  # noqa: E402  (one definition of the constant)
 
 NO_CUDA_MESSAGE = (
     "backend 'cuda' needs an NVIDIA GPU with a CUDA driver; none was found. To run the CUDA "

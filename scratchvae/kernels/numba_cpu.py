@@ -36,7 +36,7 @@ from ._jit import REDUCE, STRICT, cached_njit
 # to_device / to_host (the identity on the CPU) and copyto (np.copyto): the reference's own
 from .numpy_ref import copyto, to_device, to_host  # noqa: F401
 
-LOG_2PI = float(np.log(2.0 * np.pi))
+from .numpy_ref import LOG_2PI  # noqa: E402  (one definition of the constant)
 _c = np.ascontiguousarray  # returns its argument itself (no copy) when that is C-contiguous
 
 
