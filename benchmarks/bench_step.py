@@ -198,7 +198,7 @@ def make_step(backend: str, arch: tuple, B: int, dtype, seed: int = 0):
 def fit_steps(B: int) -> int:
     """Minibatches per timed fit epoch: enough that the epoch's own work (shuffle, one-example
     validation pass, history) is spread over many steps."""
-    return max(8, 1024 // B)
+    return max(16, 512 // B)
 
 
 def make_own_loop_and_fit(arch: tuple, B: int, dtype, seed: int = 0):
