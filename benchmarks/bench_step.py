@@ -10,7 +10,7 @@ Run from the repository root (one process, so every ratio compares numbers of on
 
 One step is what ``fit`` does per minibatch:
 
-    result, grads, _ = model._loss_and_grads(x, None, eps, 1.0, "elbo", ws=ws)  # forward, backward
+    loss, grads = model.loss_and_grads(x, eps=eps)     # forward, backward, on the model's buffers
     opt.step(model.params, grads)                      # sv.Adam on the model's backend
 
 with one ``Workspace`` ``ws`` reused across steps, as ``fit`` does (``--workspace off`` passes
@@ -178,9 +178,14 @@ def make_step(backend: str, arch: tuple, B: int, dtype, seed: int = 0):
     ws = Workspace() if WORKSPACE else None
 
     def step():
-        result, grads, _ = model._loss_and_grads(x, None, eps, 1.0, "elbo", ws=ws)
+        if ws is None:  # --workspace off: every kernel output a fresh array (unbound kernels)
+            result, grads = model._run(x, None, eps, 1.0, "elbo", 0.0, p=model.params,
+                                       k=model.kernels, need_grads=True)[:2]
+            opt.step(model.params, grads)
+            return result.loss
+        loss, grads = model.loss_and_grads(x, eps=eps)  # the model's own work buffers
         opt.step(model.params, grads)
-        return result.loss
+        return loss
 
     return step, model, opt
 
@@ -377,6 +382,8 @@ def time_breakdown(archs, batches, dtypes, backends, min_time, repeats, seed=0):
                     wrapped = k._replace(**{n: timed(n, getattr(k, n)) for n in KERNEL_NAMES})
                     model._k = wrapped  # the kernel set only; model.backend is unchanged
                     opt._k = wrapped
+                    kb = model._bound  # the bound set loss_and_grads runs on
+                    model._bound = kb._replace(**{n: timed(n, getattr(kb, n)) for n in KERNEL_NAMES})
                     for _ in range(3):
                         step()
                     number = C.calibrate(step, min_time)
