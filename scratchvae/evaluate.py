@@ -506,7 +506,7 @@ def elbo_gap(model, x, tol=1e-6, max_level=None, y=None, bound=8.0, n_std=10.0):
 
 # ====================================================================== report for the CLI
 def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exact=None,
-                      tol=1e-6):
+                      tol=1e-6, n_surgery_samples=2000):
     """Evaluate a model on a data set; returns a dict of plain Python numbers and lists.
 
     Shapes: x (B, D). Keys:
@@ -522,6 +522,10 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
       exact (VAE/CVAE with latent_dim <= 2, unless exact=False): exact_log_likelihood, exact_elbo,
                                   gap (log p(x) - ELBO) and kl_q_posterior (KL(q || p(z|x))), means
                                   over x, by quadrature with ``tol``
+      mean_kl_mc, mutual_info, marginal_kl (each with _stderr), mutual_info_bound (log B),
+      surgery_samples; for latent_dim 2 also hole_mass, hole_mass_error, hole_mass_outside,
+      hole_mass_mc (+ _stderr)     Gaussian-prior models only: the ELBO surgery with
+                                  ``n_surgery_samples`` draws and the holes (scratchvae.holes)
     Equation: sqrt(sum_b Var_b / n) / B is the Monte Carlo standard error of a mean over B
     examples of n-sample averages with per-example variances Var_b.
     """
@@ -568,6 +572,8 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
         report.update(exact_log_likelihood=float(gap.log_px.mean()),
                       exact_elbo=float(gap.elbo.mean()), gap=float(gap.gap.mean()),
                       kl_q_posterior=float(gap.kl_posterior.mean()))
+    # Gaussian-prior models: the ELBO surgery (and for d = 2 the holes), scratchvae.holes
+    report.update(holes_report(model, x, y=y, n_samples=n_surgery_samples, rng=rng))
     return report
 
 
@@ -608,9 +614,12 @@ def format_report(report) -> str:
                   f"  {'exact ELBO (quadrature)':<{w}}{report['exact_elbo']:>12.4f}",
                   f"  {'gap log p(x) - ELBO':<{w}}{report['gap']:>12.4f}",
                   f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}{report['kl_q_posterior']:>12.4f}"]
+    lines += format_holes(report, w)
     return "\n".join(lines)
 
 
 # Sample quality for digits (an FID analogue; see scratchvae/quality.py), re-exported here so the
 # evaluation measures live under one name.
 from .quality import digit_frechet_distance, frechet_distance, train_classifier  # noqa: E402,F401
+from .holes import (aggregate_posterior_kl, elbo_surgery, format_holes, holes_report,  # noqa: E402,F401
+                    posterior_holes)
