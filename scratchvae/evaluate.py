@@ -622,4 +622,4 @@ def format_report(report) -> str:
 # evaluation measures live under one name.
 from .quality import digit_frechet_distance, frechet_distance, train_classifier  # noqa: E402,F401
 from .holes import (aggregate_posterior_kl, elbo_surgery, format_holes, holes_report,  # noqa: E402,F401
-                    posterior_holes)
+                    posterior_holes, surgery_draws)
