@@ -1,8 +1,9 @@
 """scratchvae: the Variational Autoencoder of Kingma & Welling (2014) from scratch in NumPy,
 with every gradient of the reparameterized ELBO derived and written by hand.
 
-Public names: VAE, CVAE, HVAE, gradcheck, check_gradients, SGD, Adam, Adagrad, fit, Workspace, and the
-submodules data, evaluate, viz (imported on first use, so `import scratchvae` stays light).
+Public names: VAE, CVAE, HVAE, FlowVAE, gradcheck, check_gradients, SGD, Adam, Adagrad, fit,
+Workspace, and the submodules data, evaluate, viz (imported on first use, so `import scratchvae`
+stays light).
 """
 import importlib
 
@@ -15,7 +16,7 @@ from .train import DivergenceError, fit
 from .kernels.workspace import Workspace
 
 _SUBMODULES = ("data", "evaluate", "viz", "schedules", "io", "kernels")
-_LAZY = {"CVAE": "cvae", "HVAE": "hvae"}
+_LAZY = {"CVAE": "cvae", "HVAE": "hvae", "FlowVAE": "flows"}
 
 
 def __getattr__(name):
@@ -26,5 +27,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'scratchvae' has no attribute {name!r}")
 
 
-__all__ = ["VAE", "CVAE", "HVAE", "gradcheck", "check_gradients", "SGD", "Adam", "Adagrad", "fit",
-           "DivergenceError", "Workspace", "data", "evaluate", "viz", "schedules", "__version__"]
+__all__ = ["VAE", "CVAE", "HVAE", "FlowVAE", "gradcheck", "check_gradients", "SGD", "Adam",
+           "Adagrad", "fit", "DivergenceError", "Workspace", "data", "evaluate", "viz", "schedules",
+           "__version__"]

@@ -4,7 +4,8 @@
                            [--hidden 400,200] [--latent-dim d] [--activation NAME]
                            [--likelihood NAME] [--output-var F|learned] [--samples K] [--beta F]
                            [--seed N] [--dtype float32|float64] [--backend NAME]
-                           [--model vae|cvae|hvae] [--latent-dims d1,d2] [--hidden2 W]
+                           [--model vae|cvae|hvae|flow] [--latent-dims d1,d2] [--hidden2 W]
+                           [--flow-length L]
                            [--objective elbo|iwae] [--schedule constant|linear|cyclical]
                            [--warmup N] [--free-bits F] [--binarize] [--patience N]
     scratchvae eval        --checkpoint RUN [--data SPEC] [--k N]
@@ -32,7 +33,8 @@ import traceback
 
 import numpy as np
 
-MODELS = ("vae", "cvae", "hvae")
+MODELS = ("vae", "cvae", "hvae", "flow")
+CLASS_NAMES = {"flow": "FlowVAE"}   # model_type -> class name where it is not model_type.upper()
 SCHEDULES = ("constant", "linear", "cyclical")
 DEFAULT_WARMUP = 10      # epochs, when --schedule linear|cyclical is given without --warmup
 FIG_DPI = 80
@@ -143,7 +145,8 @@ def _model_options():
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODELS, default="vae",
                    help="vae: the VAE; cvae: conditioned on the labels (needs labelled data); "
-                        "hvae: two stochastic layers z1, z2 (default: %(default)s)")
+                        "hvae: two stochastic layers z1, z2; flow: the VAE with a planar-flow "
+                        "posterior (default: %(default)s)")
     g.add_argument("--hidden", type=WIDTHS, default=(128,), metavar="W[,W...]",
                    help="hidden widths of the encoder, e.g. 400,200; the decoder uses them "
                         "reversed; 'none' for no hidden layer (default: 128)")
@@ -154,6 +157,9 @@ def _model_options():
                         "latent scatter and manifold figure)")
     g.add_argument("--latent-dims", type=PAIR, default=None, metavar="d1,d2",
                    help="hvae only: sizes of the two latent layers (default: 8,4)")
+    g.add_argument("--flow-length", type=NONNEG_INT, default=None, metavar="L",
+                   help="flow only: number of planar steps of q(z|x); 0 is the Gaussian "
+                        "(default: 4)")
     g.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="hidden-layer activation (default: %(default)s)")
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
@@ -374,7 +380,7 @@ def _model_class(model_type):
     import scratchvae as sv
     if model_type not in MODELS:
         raise ValueError(f"unknown model_type {model_type!r}; expected one of {MODELS}")
-    return getattr(sv, model_type.upper())      # sv.VAE, sv.CVAE or sv.HVAE
+    return getattr(sv, CLASS_NAMES.get(model_type, model_type.upper()))   # sv.VAE, ..., sv.FlowVAE
 
 
 def _load_run(path):
@@ -452,6 +458,12 @@ def _check_model_options(args):
             if v is not None:
                 raise UsageError(f"{opt} is for --model hvae")
         args.latent_dim = args.latent_dim or 8
+    if args.model == "flow":
+        args.flow_length = 4 if args.flow_length is None else args.flow_length
+        if args.free_bits:
+            raise UsageError("--free-bits needs a closed-form KL; a flow's KL is sampled")
+    elif args.flow_length is not None:
+        raise UsageError("--flow-length is for --model flow")
     if args.output_var != 1.0 and args.likelihood != "gaussian":
         raise UsageError("--output-var is for --likelihood gaussian")
     if args.objective == "iwae" and (args.beta != 1.0 or args.free_bits):
@@ -467,6 +479,9 @@ def _build_model(args, input_dim, n_classes, dtype):
         return cls(input_dim, hidden_dims=args.hidden, latent_dim=args.latent_dim, **common)
     if args.model == "cvae":
         return cls(input_dim, n_classes, hidden_dims=args.hidden, latent_dim=args.latent_dim, **common)
+    if args.model == "flow":
+        return cls(input_dim, hidden_dims=args.hidden, latent_dim=args.latent_dim,
+                   flow_length=args.flow_length, **common)
     return cls(input_dim, latent_dims=args.latent_dims, hidden_dims=(args.hidden, args.hidden2),
                **common)
 

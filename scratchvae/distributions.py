@@ -266,3 +266,125 @@ def logsumexp_backward(dlse, cache: LSECache, *, k: Kernels):
     """Shapes: dlse (B,) -> da (K, B).  Equation: da_k = dlse * softmax_k(a) = dlse * w~_k,
     the normalised importance weights. Derivation: docs/derivations.md, "Log-sum-exp"."""
     return dlse[None, :] * k.softmax(cache.a)
+
+
+# ================================================================== planar flows (FlowVAE's q(z|x))
+# One block for the flow posterior: its forward/backward pair around the kernels, log q by the
+# change of variables, and the inverse of the flow (for log q at a given z).
+class PlanarFlowCache(NamedTuple):
+    zin: object   # (L, K, B, d) the input of every step
+    t: object     # (L, K, B) tanh(a_i)
+    uh: object    # (B, L, d) the reparametrised directions
+    u: object     # (B, L, d)
+    w: object     # (B, L, d)
+
+
+def planar_flow_forward(z0, u, w, b, *, k: Kernels):
+    """L amortised planar steps z_i = z_{i-1} + uh_i tanh(w_i . z_{i-1} + b_i).
+
+    Shapes: z0 (K, B, d); u, w (B, L, d); b (B, L) -> zL (K, B, d), logdet (K, B) (summed over
+    the steps), cache.
+    Equation: uh = u + (softplus(w . u) - 1 - w . u) w / ||w||^2;
+              logdet_i = log(t^2 + (1 - t^2) softplus(w . u)) = log|1 + (1 - t^2) w . uh|.
+    Derivation: docs/derivations.md, "Planar flows".
+    """
+    zL, logdet, zin, t, uh = k.planar_flow_fwd(z0, u, w, b)
+    return zL, logdet, PlanarFlowCache(zin, t, uh, u, w)
+
+
+def planar_flow_backward(dzL, dlogdet, cache: PlanarFlowCache, *, k: Kernels):
+    """Shapes: dzL (K, B, d), dlogdet (K, B) -> dz0 (K, B, d), du, dw (B, L, d), db (B, L).
+    Equation: docs/derivations.md, "Planar flows", "Backward of one step" and "Backward of the
+    reparametrisation"."""
+    return k.planar_flow_bwd(dzL, dlogdet, *cache)
+
+
+class FlowLogQCache(NamedTuple):
+    q0: LogNormalCache
+
+
+def flow_log_q_forward(z0, logdet, mu, logvar, *, k: Kernels):
+    """log q(zL | x) by the change of variables, on the host.
+
+    Shapes: z0 (K, B, d), logdet (K, B), mu and logvar (B, d) -> log_q (K, B), cache.
+    Equation: log q(zL|x) = log N(z0; mu, exp(logvar)) - logdet.
+    """
+    logq0, q0 = log_normal_forward(k.to_host(z0), k.to_host(mu), k.to_host(logvar))
+    return logq0 - k.to_host(logdet), FlowLogQCache(q0)
+
+
+def flow_log_q_backward(dlogq, cache: FlowLogQCache):
+    """Shapes: dlogq (K, B) -> dz0 (K, B, d), dlogdet (K, B), dmu, dlogvar (B, d) (partials).
+    Equation: dlogdet = -dlogq; (dz0, dmu, dlogvar) of log N(z0; mu, exp(logvar))."""
+    dz0, dmu, dlogvar = log_normal_backward(dlogq, cache.q0)
+    return dz0, np.ascontiguousarray(-dlogq), dmu, dlogvar
+
+
+def planar_inverse(zL, uh, w, b, *, max_iter=200):
+    """z0 with planar_flow(z0) = zL: each step inverted by a scalar root, last step first.
+
+    Shapes: zL (M, B, d) points; per example uh, w (B, L, d), b (B, L) -> z0 (M, B, d), in zL's
+    dtype, NumPy arrays on the host.
+    Equation: step i maps z to z + uh tanh(w . z + b). Given z_i, alpha = w . z_{i-1} is the
+    root of f(alpha) = alpha + (w . uh) tanh(alpha + b) - w . z_i, which increases (w . uh >= -1)
+    and lies in [w . z_i - |w . uh|, w . z_i + |w . uh|]; then z_{i-1} = z_i - uh tanh(alpha + b).
+    Derivation: docs/derivations.md, "Planar flows", "The inverse".
+    """
+    z = np.array(zL, copy=True)
+    for i in reversed(range(uh.shape[1])):
+        wi, uhi, bi = w[:, i], uh[:, i], b[:, i]           # (B, d), (B, d), (B,)
+        y = (z * wi).sum(axis=-1)                          # w . z_i, (M, B)
+        c = (wi * uhi).sum(axis=-1)                        # w . uh, (B,)
+        alpha = _increasing_root(y, c, bi, max_iter)
+        z = z - uhi * np.tanh(alpha + bi)[..., None]
+    return z
+
+
+def _increasing_root(y, c, b, max_iter):
+    """alpha with alpha + c tanh(alpha + b) = y (broadcast), c >= -1, by safeguarded Newton.
+
+    Newton's step is taken where it lands strictly inside the bracket and |f| has at least
+    halved since the previous iterate (the rule of Numerical Recipes' rtsafe); elsewhere the
+    bracket is bisected. So the bracket halves at worst, and Newton's quadratic convergence
+    takes over near the root (a plain Newton iteration can cycle on this function)."""
+    lo, hi = y - np.abs(c), y + np.abs(c)
+    alpha = np.clip(y - c * np.tanh(y + b), lo, hi)
+    f_prev = np.full(alpha.shape, np.inf, alpha.dtype)
+    tiny = np.finfo(y.dtype).eps
+    for _ in range(max_iter):
+        t = np.tanh(alpha + b)
+        f = alpha + c * t - y
+        hi = np.where(f > 0, alpha, hi)
+        lo = np.where(f < 0, alpha, lo)
+        slope = 1.0 + c * (1.0 - t * t)                    # >= 0; 0 only at the bound
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = alpha - f / slope
+        use = (newton > lo) & (newton < hi) & (np.abs(f) <= 0.5 * np.abs(f_prev))
+        new = np.where(f == 0, alpha, np.where(use, newton, 0.5 * (lo + hi)))
+        done = np.abs(new - alpha) <= 4 * tiny * (1.0 + np.abs(alpha))
+        alpha, f_prev = new, f
+        if np.all(done):
+            break
+    return alpha
+
+
+def flow_log_density(z, mu, logvar, u, w, b, *, k: Kernels, max_rows=2 ** 16):
+    """log q(z_m | x_n) of a planar-flow posterior for every pair of a point and an example.
+
+    Shapes: z (M, d); per example mu, logvar (N, d), u, w (N, L, d), b (N, L) -> (M, N), host.
+    Equation: z0 = planar_inverse(z); log q(z|x) = log N(z0; mu, exp(logvar)) - logdet(z0), the
+    log-det from running the flow forward from z0 (the one definition of it, in the kernel).
+    """
+    mu, logvar, u, w, b = (k.to_host(a) for a in (mu, logvar, u, w, b))
+    M, d = z.shape
+    N = mu.shape[0]
+    uh = k.to_host(k.planar_flow_fwd(np.zeros((1, N, d), z.dtype), u, w, b)[4])
+    out = np.empty((M, N), z.dtype)
+    step = max(1, max_rows // max(1, N * max(1, u.shape[1])))
+    for s in range(0, M, step):
+        m = min(step, M - s)
+        z0 = planar_inverse(np.ascontiguousarray(np.broadcast_to(z[s:s + m, None, :], (m, N, d))),
+                            uh, w, b)
+        zL, logdet, _ = planar_flow_forward(z0, u, w, b, k=k)
+        out[s:s + m] = flow_log_q_forward(z0, logdet, mu, logvar, k=k)[0]
+    return out

@@ -10,6 +10,9 @@ latents), the ELBO gap, and a printable evaluation report.
     elbo_gap(model, x)              log p(x) - ELBO two ways: by quadrature of the ELBO, and as
                                     KL(q(z|x) || p(z|x)) on the grid of the exact posterior
     grid_log_densities(model, x, axes)   log p(x, z) and log q(z|x) on a grid, e.g. for contours
+    mc_elbo_gap(model, x)           log p(x) by quadrature minus a sampled ELBO, with its standard
+                                    error: the gap of any q, a FlowVAE's included
+    posterior_grid(model, x, axes)  log p(z|x) and log q(z|x) on a 2-D grid, normalised on it
     evaluation_report / format_report    everything above for one data set, as a dict / a table
 
 Symbols (DESIGN.md section 1): B examples, D data dimension, d latent dimension, K or k samples,
@@ -301,14 +304,16 @@ def _new_points(n, d, level):
     return np.stack([i[keep], j[keep]], axis=1)
 
 
-QUADRATURE_MODELS = ("vae", "cvae")     # the models whose prior is p(z) = N(0, I)
+# the models whose decoder reads z with the prior p(z) = N(0, I): log p(x) needs nothing else
+QUADRATURE_MODELS = ("vae", "cvae", "flow")
 
 
 def _check_quadrature_model(model, what):
     kind = getattr(model, "model_type", None)
     if kind not in QUADRATURE_MODELS:
-        raise ValueError(f"{what} integrates over z under the prior N(0, I) of the VAE and the "
-                         f"CVAE; model is a {type(model).__name__} (model_type {kind!r})")
+        raise ValueError(f"{what} integrates over z under the prior N(0, I) of the VAE, the "
+                         f"CVAE and the FlowVAE; model is a {type(model).__name__} "
+                         f"(model_type {kind!r})")
     d = model.latent_dim
     if d not in (1, 2):
         raise ValueError(f"{what} needs latent_dim 1 or 2 (quadrature over z); this model has "
@@ -445,6 +450,8 @@ def grid_log_densities(model, x, axes, y=None):
         ll, logpz, logq = _grid_terms(model, x, y, z[s:s + chunk], mu, logvar, True)
         log_joint[s:s + chunk] = ll + logpz[:, None]
         log_q[s:s + chunk] = logq
+    if model.model_type == "flow":      # q is not the Gaussian: invert the flow
+        log_q = model.posterior_log_density(z, x)
     shape = (B,) + tuple(a.size for a in axes[::-1])
     return log_joint.T.reshape(shape), log_q.T.reshape(shape)
 
@@ -496,12 +503,98 @@ def elbo_gap(model, x, tol=1e-6, max_level=None, y=None, bound=8.0, n_std=10.0):
     """
     x = model.check_x(x)
     y = model.check_y(y, x.shape[0])
+    if model.model_type == "flow":
+        raise ValueError("elbo_gap integrates under a Gaussian q(z|x); a FlowVAE's q is not "
+                         "Gaussian: use mc_elbo_gap (log p(x) by quadrature, the ELBO sampled)")
     tol, max_level, bound, n_std = _check_quadrature_args(model, tol, max_level, bound, n_std)
     est, _, mu, logvar = _quadrature(model, x, y, tol, max_level, bound, n_std, with_q=True)
     kl_prior = gaussian_kl_per_dim(mu, logvar).sum(axis=1)
     elbo = est["recon"] - kl_prior
     return ELBOGap(est["log_px"], elbo, est["recon"], kl_prior, est["log_px"] - elbo,
                    est["kl_posterior"], est["q_mass"])
+
+
+class MCGap(NamedTuple):
+    """The ELBO gap with a sampled ELBO (``mc_elbo_gap``): (B,) arrays and two batch scalars."""
+    log_px: np.ndarray        # exact log p(x) by quadrature
+    elbo: np.ndarray          # Monte Carlo ELBO: mean over n samples of
+                              # log w = log p(x, z) - log q(z|x)
+    elbo_stderr: np.ndarray   # its standard error, std(log w) / sqrt(n)
+    gap: np.ndarray           # log_px - elbo
+    mean_gap: float           # gap averaged over the examples
+    mean_stderr: float        # the standard error of mean_gap: sqrt(sum_b elbo_stderr_b^2) / B
+
+
+def mc_elbo_gap(model, x, n_samples=1000, rng=None, log_px=None, y=None, max_rows=2 ** 14, **quad):
+    """log p(x) - ELBO(x) for any q, latent_dim 1 or 2: log p(x) by quadrature (it needs only the
+    decoder and the prior), the ELBO by Monte Carlo with its standard error.
+
+    Shapes: x (B, D) -> MCGap of (B,) arrays. ``log_px`` (B,) reuses a quadrature already done;
+    otherwise ``exact_log_likelihood(model, x, **quad)`` computes it.
+    Equation: ELBO(x) = E_q[log p(x, z) - log q(z|x)] ~ (1/n) sum_i log w_i, z_i ~ q(z|x),
+    with log w from ``model.log_weights`` (the flow's log q for a FlowVAE).
+    """
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
+    _check_quadrature_model(model, "mc_elbo_gap")
+    n = check_int("n_samples", n_samples, min_value=2)
+    rng = _model_rng(model, rng)
+    if log_px is None:
+        log_px = exact_log_likelihood(model, x, y=y, **quad)
+    log_px = check_array("log_px", log_px, shape=(x.shape[0],), dtype=model.dtype)
+    chunk = max(1, max_rows // x.shape[0])
+    logw = np.concatenate([model.log_weights(x, min(chunk, n - i), rng=rng, **_ykw(y))
+                           for i in range(0, n, chunk)])
+    elbo = logw.mean(axis=0)
+    se = logw.std(axis=0, ddof=1) / math.sqrt(n)
+    gap = log_px - elbo
+    return MCGap(log_px, elbo, se, gap, float(gap.mean()),
+                 float(np.sqrt((se.astype(np.float64) ** 2).sum()) / x.shape[0]))
+
+
+class PosteriorOnGrid(NamedTuple):
+    """Exact and approximate posteriors on one grid (``posterior_grid``)."""
+    axes: tuple               # (N_1,), (N_2,)
+    log_posterior: np.ndarray  # (B, N_2, N_1) log p(z|x), normalised by the grid's own quadrature
+    log_q: np.ndarray          # (B, N_2, N_1) log q(z|x) (the model's own: Gaussian or flow)
+    log_px: np.ndarray         # (B,) log p(x) by the trapezoid rule on this grid
+    q_mass: np.ndarray         # (B,) int q(z|x) dz on this grid: 1 when the grid covers q
+
+
+MIN_GRID_POINTS = 16
+
+
+def posterior_grid(model, x, axes, y=None):
+    """log p(z|x) and log q(z|x) on a 2-D grid, with the grid's own quadrature of log p(x) and of
+    the mass of q, e.g. for figures of the exact posterior beside q.
+
+    Shapes: x (B, D); axes two increasing 1-D arrays (N_1,), (N_2,), each of at least 16 points
+    whose spacing is at most the smallest standard deviation of q(z|x)'s base Gaussian on that
+    axis (a coarser grid cannot resolve the posterior: ValueError naming the axis).
+    Equation: log p(x) ~ logsumexp_g [log w_g + log p(x, z_g)] (trapezoid weights w_g);
+              log p(z|x) = log p(x, z) - log p(x).
+    """
+    x = model.check_x(x)
+    y = model.check_y(y, x.shape[0])
+    _check_quadrature_model(model, "posterior_grid")
+    if model.latent_dim != 2 or not isinstance(axes, (tuple, list)) or len(axes) != 2:
+        raise ValueError(f"posterior_grid needs latent_dim 2 and axes = (z1 axis, z2 axis); got "
+                         f"latent_dim {model.latent_dim}")
+    axes = tuple(check_array(f"axes[{j}]", a, ndim=1, dtype=model.dtype)
+                 for j, a in enumerate(axes))
+    std = np.exp(0.5 * model.encode(x, **_ykw(y))[1]).min(axis=0)
+    for j, a in enumerate(axes):
+        h = np.diff(a)
+        if a.size < MIN_GRID_POINTS or np.any(h <= 0) or h.max() > std[j]:
+            raise ValueError(f"axes[{j}] is too coarse for the quadrature: it needs at least "
+                             f"{MIN_GRID_POINTS} increasing points spaced at most "
+                             f"{std[j]:.3g} (the smallest std of q(z|x) along z_{j + 1}); got {a.size} points, "
+                             f"spacing up to {h.max() if h.size else float('nan'):.3g}")
+    log_joint, log_q = grid_log_densities(model, x, axes, y=y)
+    lw = _layout_weights(axes)
+    log_px = _logsumexp((log_joint + lw).reshape(x.shape[0], -1).T, axis=0)
+    q_mass = np.exp(_logsumexp((log_q + lw).reshape(x.shape[0], -1).T, axis=0))
+    return PosteriorOnGrid(axes, log_joint - log_px[:, None, None], log_q, log_px, q_mass)
 
 
 # ====================================================================== report for the CLI
@@ -521,7 +614,8 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
                                   for the HVAE, of z1: a collapse diagnostic, not an ELBO term)
       exact (VAE/CVAE with latent_dim <= 2, unless exact=False): exact_log_likelihood, exact_elbo,
                                   gap (log p(x) - ELBO) and kl_q_posterior (KL(q || p(z|x))), means
-                                  over x, by quadrature with ``tol``
+                                  over x, by quadrature with ``tol``; for a FlowVAE
+                                  exact_log_likelihood, gap and gap_stderr (mc_elbo_gap)
       mean_kl_mc, mutual_info, marginal_kl (each with _stderr), mutual_info_bound (log B),
       surgery_samples; for latent_dim 2 also hole_mass, hole_mass_error, hole_mass_outside,
       hole_mass_mc (+ _stderr)     Gaussian-prior models only: the ELBO surgery with
@@ -542,9 +636,13 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
     step = max(1, 2 ** 14 // n_elbo_samples)
     for s in range(0, B, step):
         sl = slice(s, s + step)
-        r = model.forward(x[sl], n_samples=n_elbo_samples, rng=rng, **_ykw(_rows(y, sl)))
-        # per-sample ELBO terms: closed-form KL (VAE, CVAE), or the HVAE's sampled KL terms
-        per_sample = r.ll - (r.kl1 + r.kl2) if hasattr(r, "kl1") else r.ll - r.kl[None, :]
+        r = model.forward(x[sl], n_samples=n_elbo_samples, rng=rng, **_ykw(_rows(y, sl)),
+                          **({"objective": "iwae"} if getattr(model, "model_type", None) == "flow"
+                             else {}))
+        # per-sample ELBO terms: closed-form KL (VAE, CVAE), the HVAE's sampled KL terms, or
+        # the FlowVAE's log weights log p(x|z) + log p(z) - log q(z|x) (its KL is sampled)
+        per_sample = (r.ll - (r.kl1 + r.kl2) if hasattr(r, "kl1") else r.logw
+                      if getattr(model, "model_type", None) == "flow" else r.ll - r.kl[None, :])
         ll_mean.append(r.ll.mean(axis=0))
         elbo_mean.append(per_sample.mean(axis=0))
         elbo_var.append(per_sample.var(axis=0, ddof=1) / n_elbo_samples if n_elbo_samples > 1
@@ -567,7 +665,11 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
     }
     if exact is None:
         exact = model.latent_dim <= 2 and getattr(model, "model_type", None) in QUADRATURE_MODELS
-    if exact:
+    if exact and model.model_type == "flow":    # q is not Gaussian: the ELBO sampled
+        g = mc_elbo_gap(model, x, n_samples=max(n_elbo_samples, 100), rng=rng, y=y, tol=tol)
+        report.update(exact_log_likelihood=float(g.log_px.mean()), gap=g.mean_gap,
+                      gap_stderr=g.mean_stderr)
+    elif exact:
         gap = elbo_gap(model, x, tol=tol, y=y)
         report.update(exact_log_likelihood=float(gap.log_px.mean()),
                       exact_elbo=float(gap.elbo.mean()), gap=float(gap.gap.mean()),
@@ -610,10 +712,16 @@ def format_report(report) -> str:
         cells = "  ".join(f"z{j + 1}:{v:.3f}" for j, v in enumerate(kls[s:s + per_line], start=s))
         lines.append(f"  {label:<{w}}{cells}")
     if "exact_log_likelihood" in report:
-        lines += [f"  {'exact log p(x) (quadrature)':<{w}}{report['exact_log_likelihood']:>12.4f}",
-                  f"  {'exact ELBO (quadrature)':<{w}}{report['exact_elbo']:>12.4f}",
-                  f"  {'gap log p(x) - ELBO':<{w}}{report['gap']:>12.4f}",
-                  f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}{report['kl_q_posterior']:>12.4f}"]
+        lines.append(f"  {'exact log p(x) (quadrature)':<{w}}"
+                     f"{report['exact_log_likelihood']:>12.4f}")
+        if "exact_elbo" in report:
+            lines.append(f"  {'exact ELBO (quadrature)':<{w}}{report['exact_elbo']:>12.4f}")
+        gse = report.get("gap_stderr")
+        lines.append(f"  {'gap log p(x) - ELBO':<{w}}{report['gap']:>12.4f}"
+                     + (f" +- {gse:.4f} (ELBO sampled)" if gse is not None else ""))
+        if "kl_q_posterior" in report:
+            lines.append(f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}"
+                         f"{report['kl_q_posterior']:>12.4f}")
     lines += format_holes(report, w)
     return "\n".join(lines)
 

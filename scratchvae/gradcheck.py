@@ -108,6 +108,8 @@ def check_gradients(fun: Callable[[dict], float], params: dict, grads: dict, *, 
     rows = []
     for key in (params if names is None else names):
         p, a = params[key], np.asarray(grads[key], FLOAT64)
+        if p.size == 0:     # nothing to check (e.g. the flow heads of a FlowVAE with L = 0)
+            continue
         flat_idx = np.arange(p.size)
         if max_entries is not None and p.size > max_entries:
             flat_idx = np.sort(rng.choice(p.size, max_entries, replace=False))

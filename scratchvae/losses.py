@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .distributions import (gaussian_kl_backward, gaussian_kl_forward, gaussian_kl_per_dim,
-                            log_normal_backward, log_normal_forward, log_standard_normal_backward,
+from .distributions import (flow_log_q_backward, flow_log_q_forward, gaussian_kl_backward,
+                            gaussian_kl_forward, gaussian_kl_per_dim, log_normal_backward,
+                            log_normal_forward, log_standard_normal_backward,
                             log_standard_normal_forward, logsumexp_backward, logsumexp_forward)
 
 
@@ -217,3 +218,62 @@ def gaussian_objective_backward(cache, *, k):
     if isinstance(cache, GaussianElboCache):
         return gaussian_elbo_backward(cache, k=k)
     return gaussian_iwae_backward(cache, k=k)
+
+
+# ============================================================= a planar-flow posterior (FlowVAE)
+class FlowObjectiveCache(NamedTuple):
+    objective: str
+    beta: float
+    pz: object      # the cache of log N(zL; 0, I)
+    q: object       # the cache of log q(zL|x) = log N(z0; mu, exp(logvar)) - logdet
+    lse: object     # the IWAE bound's log-sum-exp cache (None for the ELBO)
+    ll_shape: tuple
+    dtype: np.dtype
+
+
+def flow_objective_forward(objective: str, ll, z0, zL, logdet, mu, logvar, beta: float, *, k):
+    """The negative ELBO (with beta) or the negative IWAE bound of a flow posterior against
+    N(0, I), log q(zL|x) by the change of variables.
+
+    Shapes: ll, logdet (K, B); z0, zL (K, B, d); mu, logvar (B, d) -> (LossResult, cache).
+    Equation: log q_k = log N(z0_k; mu, exp(logvar)) - logdet_k;  log p_k = log N(zL_k; 0, I);
+      elbo: kl_b = (1/K) sum_k (log q_k - log p_k) (sampled; reported as ``kl``),
+            loss = (1/B) sum_b [ -(1/K) sum_k ll_kb + beta kl_b ];
+      iwae: log w_k = ll_k + log p_k - log q_k,  loss = -(1/B) sum_b (logsumexp_k log w_kb - log K).
+    ``logw`` is returned for both objectives (the per-sample ELBO terms).
+    """
+    ll_h = k.to_host(ll)
+    logq, q_cache = flow_log_q_forward(z0, logdet, mu, logvar, k=k)
+    logpz, pz_cache = log_standard_normal_forward(k.to_host(zL))
+    kl = (logq - logpz).mean(axis=0)
+    logw = log_weights_forward((ll_h, logpz), (logq,))
+    lse_cache = None
+    if objective == "elbo":
+        loss, per_example = neg_elbo_forward(ll_h, kl, beta)
+    else:
+        loss, lk, lse_cache = neg_iwae_forward(logw, k=k)
+        per_example = -lk
+    result = LossResult(float(loss), per_example, ll_h, kl, logw)
+    return result, FlowObjectiveCache(objective, beta, pz_cache, q_cache, lse_cache, ll.shape,
+                                      ll_h.dtype)
+
+
+def flow_objective_backward(cache: FlowObjectiveCache, *, k):
+    """Shapes: -> dll (K, B), dzL (K, B, d), dlogdet (K, B), dz0 (K, B, d), dmu, dlogvar (B, d):
+    the partials (z0 and zL held fixed; the model's chain adds the paths through them).
+    Equation: elbo: dll = -1/(K B), dlogq = beta/(K B), dlogp = -dlogq;
+              iwae: dlogw = -(1/B) w~, dll = dlogp = dlogw, dlogq = -dlogw;
+              dzL = -dlogp zL;  dlogdet = -dlogq;
+              (dz0, dmu, dlogvar) of log N(z0; mu, exp(logvar)) with upstream dlogq.
+    Derivation: docs/derivations.md, "Planar flows", "The loss and log q"."""
+    K, B = cache.ll_shape
+    if cache.objective == "elbo":
+        dll, _ = neg_elbo_backward(cache.ll_shape, cache.beta, cache.dtype, k=k)
+        dlogq = np.full((K, B), cache.beta / (K * B), cache.dtype)   # kl = mean_k(logq - logp)
+        dlogpz = -dlogq
+    else:
+        dlogw = neg_iwae_backward(cache.lse, k=k)
+        (dll, dlogpz), (dlogq,) = log_weights_backward(dlogw, 2, 1)
+    dzL = log_standard_normal_backward(dlogpz, cache.pz)
+    dz0, dlogdet, dmu, dlogvar = flow_log_q_backward(dlogq, cache.q)
+    return dll, dzL, dlogdet, dz0, dmu, dlogvar

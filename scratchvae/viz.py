@@ -44,6 +44,7 @@ __all__ = [
     "plot_manifold", "plot_interpolation", "plot_arithmetic", "plot_posterior_contours", "plot_posterior_holes",
     "plot_iw_bound", "plot_kl_per_dim", "plot_estimator_variance", "plot_analogies",
     "plot_imputation", "plot_roc",
+    "plot_posterior_comparison",
 ]
 
 _FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -1025,4 +1026,84 @@ def plot_roc(fpr, tpr, auc=None, path=None, *, label=None, dpi=100, figsize=None
     ax.legend(fontsize=8, loc="lower right")
     if title:
         ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------------------------
+# Flow posteriors (FlowVAE): several densities of z per input, side by side
+# --------------------------------------------------------------------------------------------
+
+def plot_posterior_comparison(z1, z2, log_densities, column_titles, x_images=None,
+                              image_shape=None, path=None, *, row_titles=None, levels=8, dpi=100,
+                              figsize=None, title=None) -> Figure:
+    """Densities of a 2-D latent on one grid, one row per input and one column per density.
+
+    Shapes: z1 (G1,), z2 (G2,) strictly increasing grid axes; log_densities (n, m, G2, G1) with
+    [i, c, a, b] the c-th log density for input i at z = (z1[b], z2[a]); column_titles m
+    strings; x_images (n, D) drawn at the start of each row; row_titles n strings.
+    Each panel shows exp(log - max(log)), the density relative to its own peak, so the log
+    densities may be unnormalised (e.g. log p(x, z) for an exact posterior). Typical use: the
+    exact p(z|x) beside a flow's q(z|x) and a Gaussian's q(z|x).
+    """
+    path, dpi, figsize = _check_common(path, dpi, figsize)
+    ax1 = _numeric("z1", z1, ndim=1, expected="(G1,)")
+    ax2 = _numeric("z2", z2, ndim=1, expected="(G2,)")
+    for name, a in (("z1", ax1), ("z2", ax2)):
+        if a.size < 2 or np.any(np.diff(a) <= 0):
+            raise ValueError(f"{name} must be a strictly increasing grid of at least 2 points")
+    want = f"(n, m, G2, G1) = (n, m, {ax2.size}, {ax1.size})"
+    ld = _numeric("log_densities", log_densities, ndim=4, expected=want, allow_neginf=True)
+    if ld.shape[2:] != (ax2.size, ax1.size) or ld.shape[0] == 0 or ld.shape[1] == 0:
+        raise ValueError(f"log_densities must have shape {want} (rows follow z2, columns z1) "
+                         f"with n, m >= 1; got {ld.shape}")
+    n, m = ld.shape[:2]
+    dead = np.all(np.isneginf(ld.reshape(n, m, -1)), axis=2)
+    if dead.any():
+        i, c = np.argwhere(dead)[0]
+        raise ValueError(f"log_densities[{i}, {c}] is -inf everywhere on the grid")
+    cols = _strings("column_titles", column_titles, m)
+    if cols is None:
+        raise ValueError(f"column_titles must be {m} strings, one per density; got None")
+    rows = _strings("row_titles", row_titles, n)
+    levels = check_int("levels", levels, min_value=2)
+    imgs, hw = None, None
+    if x_images is not None:
+        imgs = _images("x_images", x_images)
+        if imgs.shape[0] != n:
+            raise ValueError(f"x_images must have n={n} rows, one per row of densities; "
+                             f"got {imgs.shape[0]}")
+        hw = _image_shape(image_shape, imgs.shape[1], "x_images")
+    lead = 1 if imgs is not None else 0
+    if figsize is None:
+        figsize = (0.6 + 1.4 * lead + 2.3 * m + 0.8, 0.4 + 2.2 * n + (0.3 if title else 0.0))
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    gs = fig.add_gridspec(n, lead + m, width_ratios=[0.6] * lead + [1] * m)
+    lev = np.linspace(0.0, 1.0, levels + 1)
+    panels, cs = [], None
+    for i in range(n):
+        if imgs is not None:
+            axi = fig.add_subplot(gs[i, 0])
+            axi.imshow(imgs[i].reshape(hw), cmap="gray", vmin=0.0, vmax=1.0,
+                       interpolation="nearest")
+            _blank(axi)
+            axi.set_title(rows[i] if rows else f"x[{i}]", fontsize=9)
+        for c in range(m):
+            share = panels[0] if panels else None
+            ax = fig.add_subplot(gs[i, lead + c], sharex=share, sharey=share)
+            cs = ax.contourf(ax1, ax2, np.exp(ld[i, c] - ld[i, c].max()), levels=lev,
+                             cmap="viridis")
+            ax.set_title(cols[c] if imgs is not None or not rows else f"{cols[c]}, {rows[i]}",
+                         fontsize=9)
+            if i == n - 1:
+                ax.set_xlabel("z_1")
+            else:
+                ax.tick_params(labelbottom=False)
+            if c == 0:
+                ax.set_ylabel("z_2")
+            else:
+                ax.tick_params(labelleft=False)
+            panels.append(ax)
+    fig.colorbar(cs, ax=panels, label="density / peak density", shrink=0.9)
+    if title:
+        fig.suptitle(title)
     return _finish(fig, path, dpi)

@@ -9,6 +9,7 @@ Symbols: B batch, D data dimension, d latent dimension, K samples.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -255,3 +256,61 @@ def assert_gradient_close(analytic, numeric, name, rtol):
         f"{name}: gradient differs from finite differences: max entry-wise relative error "
         f"{entry:.3e}, normwise {norm:.3e} (tolerance {rtol:g})\nanalytic\n{np.asarray(analytic)}"
         f"\nnumerical\n{numeric}")
+
+
+# ---------------------------------------------------------------- planar flows (FlowVAE)
+def planar_flow(z0, u, w, b):
+    """The L planar steps, one sample, one example and one step at a time, in float64, with the
+    log-det in the textbook form log|1 + (1 - t^2) w . uh| (the kernels use an equivalent
+    form). Returns (zL, logdet, zin, t, uh) shaped as planar_flow_fwd's outputs."""
+    K, B, d = z0.shape
+    L = u.shape[1]
+    zL = np.array(z0, dtype=np.float64)
+    logdet = np.zeros((K, B))
+    zin, t, uh = np.zeros((L, K, B, d)), np.zeros((L, K, B)), np.zeros((B, L, d))
+    for bb in range(B):
+        for i in range(L):
+            ui, wi = u[bb, i].astype(np.float64), w[bb, i].astype(np.float64)
+            m = float(wi @ ui)
+            uh[bb, i] = ui + (math.log1p(math.exp(m)) - 1.0 - m) * wi / float(wi @ wi)
+            for k in range(K):
+                zin[i, k, bb] = zL[k, bb]
+                t[i, k, bb] = math.tanh(float(wi @ zL[k, bb]) + float(b[bb, i]))
+                zL[k, bb] = zL[k, bb] + uh[bb, i] * t[i, k, bb]
+                psi = (1.0 - t[i, k, bb] ** 2) * wi
+                logdet[k, bb] += math.log(abs(1.0 + float(psi @ uh[bb, i])))
+    return zL, logdet, zin, t, uh
+
+
+def flow_vae_forward(params, x, eps, *, flow_length, activation="relu", likelihood="bernoulli",
+                     output_var=1.0, beta=1.0, objective="elbo"):
+    """The FlowVAE loss: the encoder's five heads, the planar steps one sample at a time
+    (``planar_flow``, textbook log-det), the decoder and the densities written directly.
+
+    Returns a dict: loss, per_example (B,), ll (K, B), logq (K, B), logpz (K, B), zL (K, B, d).
+      elbo:  loss(x) = -(1/K) sum_k [ log p(x|zL_k) + beta (log p(zL_k) - log q(zL_k|x)) ]
+      iwae:  loss(x) = -(logsumexp_k log w_k - log K),  log w = log p(x|zL) + log p(zL) - log q
+    """
+    B, d, L = x.shape[0], eps.shape[2], flow_length
+    a = mlp(params, "enc", x, activation)
+    head = lambda name: a @ params[f"enc.W_{name}"] + params[f"enc.b_{name}"]  # noqa: E731
+    mu, logvar = head("mu"), head("logvar")
+    u, w = head("flow_u").reshape(B, L, d), head("flow_w").reshape(B, L, d)
+    b = head("flow_b")
+    z0 = mu + np.exp(logvar / 2.0) * eps
+    zL, logdet, *_ = planar_flow(z0, u, w, b)
+    if likelihood == "gaussian":
+        lv = params["dec.logvar"] if output_var == "learned" else np.full(x.shape[1], np.log(output_var))
+    ll = []
+    for k in range(eps.shape[0]):
+        out, _ = decoder(params, zL[k], activation)
+        ll.append(bernoulli_loglik(x, out) if likelihood == "bernoulli" else gaussian_loglik(x, out, lv))
+    ll = np.array(ll)
+    logq = log_normal(z0, mu, logvar) - logdet
+    logpz = log_standard_normal(zL)
+    if objective == "elbo":
+        per_example = -(ll + beta * (logpz - logq)).mean(axis=0)
+    else:
+        per_example = -(logsumexp(ll + logpz - logq, axis=0) - np.log(eps.shape[0]))
+    return dict(loss=float(per_example.mean()), per_example=per_example, ll=ll, logq=logq,
+                logpz=logpz, zL=zL)

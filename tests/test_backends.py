@@ -90,6 +90,8 @@ def _small(cls, backend="numpy", dtype="float64", likelihood="bernoulli", output
         m = sv.CVAE(5, 3, hidden_dims=(6,), latent_dim=2, **kw)
     elif cls is sv.HVAE:
         m = sv.HVAE(5, latent_dims=(3, 2), hidden_dims=((6,), (4,)), **kw)
+    elif cls is sv.FlowVAE:
+        m = sv.FlowVAE(5, hidden_dims=(6,), latent_dim=2, flow_length=2, **kw)
     else:
         m = sv.VAE(5, hidden_dims=(6,), latent_dim=2, **kw)
     rng = np.random.default_rng(seed + 100)
@@ -107,7 +109,7 @@ def _batch(model, B, rng):
     return kw
 
 
-FAMILY = [sv.VAE, sv.CVAE, sv.HVAE]
+FAMILY = [sv.VAE, sv.CVAE, sv.HVAE, sv.FlowVAE]
 FAMILY_IDS = [c.__name__ for c in FAMILY]
 
 
@@ -165,8 +167,9 @@ def test_the_aliasing_rule_holds_for_every_model(cls):
 
 
 @pytest.mark.parametrize("cls,objective", [(sv.VAE, "elbo"), (sv.CVAE, "elbo"),
-                                           (sv.HVAE, "elbo"), (sv.HVAE, "iwae")],
-                         ids=["VAE", "CVAE", "HVAE", "HVAE-iwae"])
+                                           (sv.HVAE, "elbo"), (sv.HVAE, "iwae"),
+                                           (sv.FlowVAE, "elbo")],
+                         ids=["VAE", "CVAE", "HVAE", "HVAE-iwae", "FlowVAE"])
 def test_fit_trains_every_model(cls, objective):
     from scratchvae.data import load_digits
     x_tr, y_tr, x_val, y_val, *_ = load_digits(seed=0)
@@ -174,6 +177,8 @@ def test_fit_trains_every_model(cls, objective):
         m, labels = sv.CVAE(64, 10, hidden_dims=(32,), latent_dim=4, seed=0), True
     elif cls is sv.HVAE:
         m, labels = sv.HVAE(64, latent_dims=(6, 3), hidden_dims=((32,), (16,)), seed=0), False
+    elif cls is sv.FlowVAE:
+        m, labels = sv.FlowVAE(64, hidden_dims=(32,), latent_dim=4, flow_length=4, seed=0), False
     else:
         m, labels = sv.VAE(64, hidden_dims=(32,), latent_dim=4, seed=0), False
     kw = dict(y_train=y_tr[:400], y_val=y_val[:100]) if labels else {}

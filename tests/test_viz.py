@@ -71,6 +71,10 @@ def _cases():
                             (x_true, np.where(mask, 0.0, x_true), img(3), mask), {}),
         "plot_roc": (viz.plot_roc, (np.linspace(0, 1, 11), np.linspace(0, 1, 11) ** 0.5),
                      {"auc": 0.8}),
+        "plot_posterior_comparison": (viz.plot_posterior_comparison,
+                                      (g1, g2, np.stack([log_p, log_q, log_q], axis=1),
+                                       ["exact", "flow q", "Gaussian q"]),
+                                      {"x_images": img(2), "row_titles": ["a", "b"]}),
     }
 
 
@@ -414,6 +418,14 @@ def _bad_cases(tmp):
         (viz.plot_history, ({"train_loss": [1.0, 2.0], "val_loss": [1.0]},), {},
          "history['val_loss']"),
         (viz.plot_history, ({"train_loss": []},), {}, "history['train_loss']"),
+        (viz.plot_posterior_comparison, (g1, g2, lp, ["a"]), {}, "log_densities"),
+        (viz.plot_posterior_comparison, (g1, g2, lp[:, None, :, :4], ["a"]), {}, "log_densities"),
+        (viz.plot_posterior_comparison, (g1, g2, np.full((2, 1, 4, 5), -np.inf), ["a"]), {},
+         "log_densities"),
+        (viz.plot_posterior_comparison, (g1, g2[::-1], lp[:, None], ["a"]), {}, "z2"),
+        (viz.plot_posterior_comparison, (g1, g2, lp[:, None], ["a", "b"]), {}, "column_titles"),
+        (viz.plot_posterior_comparison, (g1, g2, lp[:, None], ["a"]), {"x_images": x},
+         "x_images"),
     ]
 
 

@@ -53,6 +53,13 @@ copyto               dst, src (same shape)                           None (dst[.
 sgd_step             p, g, velocity, lr, momentum                    None (p, velocity in place)
 adam_step            p, g, m, v, lr, beta1, beta2, eps, t            None (p, m, v in place)
 adagrad_step         p, g, s, lr, eps                                None (p, s in place)
+-------------------  ----------------------------------------------  ---------------------------
+planar flows (FlowVAE; L steps, parameters per example)
+planar_flow_fwd      z0 (K, B, d), u, w (B, L, d), b (B, L)          (zL (K, B, d), logdet (K, B),
+                                                                     zin (L, K, B, d), t (L, K, B),
+                                                                     uh (B, L, d))
+planar_flow_bwd      dzL (K, B, d), dlogdet (K, B), zin, t, uh, u, w (dz0 (K, B, d), du, dw
+                                                                     (B, L, d), db (B, L))
 ===================  ==============================================  ===========================
 """
 from __future__ import annotations
@@ -95,6 +102,10 @@ class Kernels(NamedTuple):
     sgd_step: Callable
     adam_step: Callable
     adagrad_step: Callable
+    # ---- planar flows (FlowVAE)
+    planar_flow_fwd: Callable
+    planar_flow_bwd: Callable
+    # (not a kernel; a field with a default must come after every field without one)
     workspace: object = None   # the Workspace the array kernels are bound to (None: unbound)
 
     def empty(self, shape, dtype):

@@ -48,6 +48,10 @@ SPECS = {
     "sgd_step": ("p:*", "g:*", "velocity:*", "lr", "momentum"),
     "adam_step": ("p:*", "g:*", "m:*", "v:*", "lr", "beta1", "beta2", "eps", "t"),
     "adagrad_step": ("p:*", "g:*", "s:*", "lr", "eps"),
+    # ---- planar flows (FlowVAE)
+    "planar_flow_fwd": ("z0:K,B,d", "u:B,L,d", "w:B,L,d", "b:B,L"),
+    "planar_flow_bwd": ("dzL:K,B,d", "dlogdet:K,B", "zin:L,K,B,d", "t:L,K,B", "uh:B,L,d",
+                        "u:B,L,d", "w:B,L,d"),
 }
 IN_PLACE = {"copyto": ("dst",), "sgd_step": ("p", "velocity"), "adam_step": ("p", "m", "v"),
             "adagrad_step": ("p", "s")}

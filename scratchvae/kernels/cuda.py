@@ -750,3 +750,141 @@ def adagrad_step(p, g, s, lr, eps):
     """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
     t = p.dtype.type
     _update_in_place(_adagrad_kernel, (p, s), g, (t(lr), t(eps)))
+
+
+# ================================================================ planar flows (FlowVAE)
+# One block for the FlowVAE's two kernels (equations: numpy_ref.planar_flow_fwd/_bwd and
+# docs/derivations.md, "Planar flows"). uh and softplus(w . u) are computed once per (b, i) by
+# one thread each; the forward then runs one thread per (k, b) through the L steps; the backward
+# runs one thread per example b, since u, w, b are shared by the K samples and their gradients
+# sum over k (a loop in a fixed order, no atomics). softplus(m) = max(m, 0) + log1p(exp(-|m|)) is
+# written out in each kernel (a device function would need a GPU context to compile to PTX).
+@cuda.jit
+def _planar_uh_kernel(u, w, uh, sp):
+    """uh = u + (softplus(m) - 1 - m) w / (w . w), sp = softplus(m), m = w . u; one thread per
+    (b, i)."""
+    e = cuda.grid(1)
+    nb, nl, nd = u.shape
+    if e < nb * nl:
+        bb = e // nl
+        i = e % nl
+        tp = uh.dtype.type
+        m, n = tp(0), tp(0)
+        for j in range(nd):
+            m += w[bb, i, j] * u[bb, i, j]
+            n += w[bb, i, j] * w[bb, i, j]
+        s = (m if m > tp(0) else tp(0)) + math.log1p(math.exp(-abs(m)))
+        c = (s - tp(1) - m) / n
+        for j in range(nd):
+            uh[bb, i, j] = u[bb, i, j] + c * w[bb, i, j]
+        sp[bb, i] = s
+
+
+@cuda.jit
+def _planar_fwd_kernel(z0, w, b, uh, sp, zL, logdet, zin, t):
+    """The L steps of one sample (k, b): zL, logdet (summed), zin, t; one thread per (k, b)."""
+    e = cuda.grid(1)
+    nk, nb, nd = z0.shape
+    nl = w.shape[1]
+    if e < nk * nb:
+        k = e // nb
+        bb = e % nb
+        tp = zL.dtype.type
+        one = tp(1)
+        for j in range(nd):
+            zL[k, bb, j] = z0[k, bb, j]
+        ld = tp(0)
+        for i in range(nl):
+            acc = tp(0)
+            for j in range(nd):
+                zin[i, k, bb, j] = zL[k, bb, j]
+                acc += zL[k, bb, j] * w[bb, i, j]
+            tk = math.tanh(acc + b[bb, i])
+            t[i, k, bb] = tk
+            for j in range(nd):
+                zL[k, bb, j] += uh[bb, i, j] * tk
+            ld += math.log(tk * tk + (one - tk * tk) * sp[bb, i])  # both terms >= 0
+        logdet[k, bb] = ld
+
+
+def planar_flow_fwd(z0, u, w, b, *, ws=None):
+    """L amortised planar steps. Returns (zL (K, B, d), logdet (K, B), zin (L, K, B, d),
+    t (L, K, B), uh (B, L, d)); equations: numpy_ref.planar_flow_fwd."""
+    on_device = _any_on_device(z0, u, w, b)
+    d_z0, d_u, d_w, d_b = _dev(ws, z0, u, w, b)
+    K, B, d = z0.shape
+    L = u.shape[1]
+    dt = z0.dtype
+    d_zL, d_ld = _device_empty(ws, (K, B, d), dt), _device_empty(ws, (K, B), dt)
+    d_zin, d_t = _device_empty(ws, (L, K, B, d), dt), _device_empty(ws, (L, K, B), dt)
+    d_uh, d_sp = _device_empty(ws, (B, L, d), dt), _device_empty(ws, (B, L), dt)
+    _launch_1d(_planar_uh_kernel, B * L, d_u, d_w, d_uh, d_sp)
+    _launch_1d(_planar_fwd_kernel, K * B, d_z0, d_w, d_b, d_uh, d_sp, d_zL, d_ld, d_zin, d_t)
+    return tuple(_result(ws, on_device, a) for a in (d_zL, d_ld, d_zin, d_t, d_uh))
+
+
+@cuda.jit
+def _planar_bwd_kernel(dzL, dlogdet, zin, t, uh, u, w, g, du, dw, db):
+    """The backward of every step of example b (numba_cpu._planar_bwd's loops); one thread per
+    b. g (K, B, d) becomes dz0."""
+    bb = cuda.grid(1)
+    nk, nb, nd = g.shape
+    nl = u.shape[1]
+    if bb < nb:
+        tp = g.dtype.type
+        zero, one, two = tp(0), tp(1), tp(2)
+        for k in range(nk):
+            for j in range(nd):
+                g[k, bb, j] = dzL[k, bb, j]
+        for i in range(nl - 1, -1, -1):
+            m, n = zero, zero
+            for j in range(nd):
+                m += w[bb, i, j] * u[bb, i, j]
+                n += w[bb, i, j] * w[bb, i, j]
+            sp = (m if m > zero else zero) + math.log1p(math.exp(-abs(m)))
+            c = (sp - one - m) / n
+            # sigmoid(m) = exp(-softplus(-m)), sigmoid(m) - 1 = -exp(-softplus(m)): relative
+            # accuracy
+            spn = (-m if -m > zero else zero) + math.log1p(math.exp(-abs(m)))  # softplus(-m)
+            sig, sig_m1 = math.exp(-spn), -math.exp(-sp)
+            for j in range(nd):
+                du[bb, i, j] = zero
+                dw[bb, i, j] = zero
+            dm_ld, db_acc = zero, zero
+            for k in range(nk):
+                tk = t[i, k, bb]
+                s = one - tk * tk
+                det = tk * tk + s * sp
+                gu = zero
+                for j in range(nd):
+                    gu += g[k, bb, j] * uh[bb, i, j]
+                da = (gu + dlogdet[k, bb] * two * tk * (one - sp) / det) * s
+                for j in range(nd):
+                    du[bb, i, j] += g[k, bb, j] * tk
+                    dw[bb, i, j] += da * zin[i, k, bb, j]
+                    g[k, bb, j] += da * w[bb, i, j]
+                dm_ld += dlogdet[k, bb] * s * sig / det
+                db_acc += da
+            gw = zero
+            for j in range(nd):
+                gw += du[bb, i, j] * w[bb, i, j]
+            dm = dm_ld + gw * sig_m1 / n
+            dn = -gw * c / n
+            for j in range(nd):
+                gj = du[bb, i, j]
+                dw[bb, i, j] = c * gj + dm * u[bb, i, j] + two * dn * w[bb, i, j] + dw[bb, i, j]
+                du[bb, i, j] = gj + dm * w[bb, i, j]
+            db[bb, i] = db_acc
+
+
+def planar_flow_bwd(dzL, dlogdet, zin, t, uh, u, w, *, ws=None):
+    """Backward of planar_flow_fwd: (dz0 (K, B, d), du (B, L, d), dw (B, L, d), db (B, L));
+    equations: numpy_ref.planar_flow_bwd."""
+    on_device = _any_on_device(dzL, dlogdet, zin, t, uh, u, w)
+    d_in = _dev(ws, dzL, dlogdet, zin, t, uh, u, w)
+    dt = dzL.dtype
+    d_dz0 = _device_empty(ws, dzL.shape, dt)
+    d_du, d_dw = _device_empty(ws, u.shape, dt), _device_empty(ws, w.shape, dt)
+    d_db = _device_empty(ws, u.shape[:2], dt)
+    _launch_1d(_planar_bwd_kernel, dzL.shape[1], *d_in, d_dz0, d_du, d_dw, d_db)
+    return tuple(_result(ws, on_device, a) for a in (d_dz0, d_du, d_dw, d_db))

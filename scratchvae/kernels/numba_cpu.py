@@ -645,3 +645,121 @@ def adagrad_step(p, g, s, lr, eps):
     """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
     t = p.dtype.type
     _update_in_place(_adagrad, (p, s), g, (t(lr), t(eps)))
+
+
+# ================================================================ planar flows (FlowVAE)
+# One block for the FlowVAE's two kernels (equations: numpy_ref.planar_flow_fwd/_bwd and
+# docs/derivations.md, "Planar flows"). The loops run per example b, then per step i, then per
+# sample k: the step's uh and softplus(w . u) are computed once per (b, i) and shared by the K
+# samples. The transcendentals are one scalar tanh/log per (i, k, b), not per element, so they
+# stay inside the njit loop (no NumPy temporaries). No fastmath: log of the determinant.
+@cached_njit(**STRICT)
+def _softplus_scalar(m):
+    """softplus(m) = max(m, 0) + log1p(exp(-|m|)): no overflow for any m."""
+    zero = m * 0
+    return (m if m > zero else zero) + np.log1p(np.exp(-abs(m)))
+
+
+@cached_njit(**STRICT)
+def _planar_fwd(z0, u, w, b, zL, logdet, zin, t, uh):
+    """Writes zL (K, B, d), logdet (K, B), zin (L, K, B, d), t (L, K, B), uh (B, L, d)."""
+    k_, b_, d_ = z0.shape
+    l_ = u.shape[1]
+    one, zero = z0.dtype.type(1), z0.dtype.type(0)
+    zL[:] = z0
+    logdet[:] = zero
+    for bb in range(b_):
+        for i in range(l_):
+            m, n = zero, zero
+            for j in range(d_):
+                m += w[bb, i, j] * u[bb, i, j]
+                n += w[bb, i, j] * w[bb, i, j]
+            sp = _softplus_scalar(m)
+            c = (sp - one - m) / n
+            for j in range(d_):
+                uh[bb, i, j] = u[bb, i, j] + c * w[bb, i, j]
+            for k in range(k_):
+                acc = zero
+                for j in range(d_):
+                    zin[i, k, bb, j] = zL[k, bb, j]
+                    acc += zL[k, bb, j] * w[bb, i, j]
+                tk = np.tanh(acc + b[bb, i])
+                t[i, k, bb] = tk
+                for j in range(d_):
+                    zL[k, bb, j] += uh[bb, i, j] * tk
+                # t^2 + (1 - t^2) softplus(m): both terms >= 0, nothing cancels near the bound
+                logdet[k, bb] += np.log(tk * tk + (one - tk * tk) * sp)
+
+
+def planar_flow_fwd(z0, u, w, b, *, ws=None):
+    """L amortised planar steps. Returns (zL (K, B, d), logdet (K, B), zin (L, K, B, d),
+    t (L, K, B), uh (B, L, d)); equations: numpy_ref.planar_flow_fwd."""
+    z0, u, w, b = _c(z0), _c(u), _c(w), _c(b)
+    K, B, d = z0.shape
+    L = u.shape[1]
+    dt = z0.dtype
+    zL, logdet = empty(ws, (K, B, d), dt), empty(ws, (K, B), dt)
+    zin, t, uh = empty(ws, (L, K, B, d), dt), empty(ws, (L, K, B), dt), empty(ws, (B, L, d), dt)
+    _planar_fwd(z0, u, w, b, zL, logdet, zin, t, uh)
+    return zL, logdet, zin, t, uh
+
+
+@cached_njit(**STRICT)
+def _planar_bwd(dlogdet, zin, t, uh, u, w, g, du, dw, db):
+    """g (K, B, d) holds dzL on entry and dz0 on exit; writes du, dw (B, L, d), db (B, L)."""
+    k_, b_, d_ = g.shape
+    l_ = u.shape[1]
+    tp = g.dtype.type
+    zero, one, two = tp(0), tp(1), tp(2)
+    for bb in range(b_):
+        for i in range(l_ - 1, -1, -1):
+            m, n = zero, zero
+            for j in range(d_):
+                m += w[bb, i, j] * u[bb, i, j]
+                n += w[bb, i, j] * w[bb, i, j]
+            sp = _softplus_scalar(m)
+            c = (sp - one - m) / n
+            # sigmoid(m) = exp(-softplus(-m)), sigmoid(m) - 1 = -exp(-softplus(m)): relative
+            # accuracy, which sigmoid(m) / det needs (det can be as small as softplus(m))
+            sig, sig_m1 = np.exp(-_softplus_scalar(-m)), -np.exp(-sp)
+            for j in range(d_):
+                du[bb, i, j] = zero  # accumulates duh = sum_k g t
+                dw[bb, i, j] = zero  # accumulates sum_k da z_{i-1}
+            dm_ld, db_acc = zero, zero
+            for k in range(k_):
+                tk = t[i, k, bb]
+                s = one - tk * tk
+                det = tk * tk + s * sp
+                gu = zero
+                for j in range(d_):
+                    gu += g[k, bb, j] * uh[bb, i, j]
+                dtk = gu + dlogdet[k, bb] * two * tk * (one - sp) / det
+                da = dtk * s
+                for j in range(d_):
+                    du[bb, i, j] += g[k, bb, j] * tk
+                    dw[bb, i, j] += da * zin[i, k, bb, j]
+                    g[k, bb, j] += da * w[bb, i, j]
+                dm_ld += dlogdet[k, bb] * s * sig / det
+                db_acc += da
+            gw = zero
+            for j in range(d_):
+                gw += du[bb, i, j] * w[bb, i, j]
+            dm = dm_ld + gw * sig_m1 / n
+            dn = -gw * c / n
+            for j in range(d_):
+                gj = du[bb, i, j]
+                dw[bb, i, j] = c * gj + dm * u[bb, i, j] + two * dn * w[bb, i, j] + dw[bb, i, j]
+                du[bb, i, j] = gj + dm * w[bb, i, j]
+            db[bb, i] = db_acc
+
+
+def planar_flow_bwd(dzL, dlogdet, zin, t, uh, u, w, *, ws=None):
+    """Backward of planar_flow_fwd: (dz0 (K, B, d), du (B, L, d), dw (B, L, d), db (B, L));
+    equations: numpy_ref.planar_flow_bwd."""
+    dzL, dlogdet, zin, t, uh, u, w = (_c(a) for a in (dzL, dlogdet, zin, t, uh, u, w))
+    dt = dzL.dtype
+    dz0 = empty(ws, dzL.shape, dt)
+    du, dw, db = empty(ws, u.shape, dt), empty(ws, w.shape, dt), empty(ws, u.shape[:2], dt)
+    dz0[...] = dzL
+    _planar_bwd(dlogdet, zin, t, uh, u, w, dz0, du, dw, db)
+    return dz0, du, dw, db

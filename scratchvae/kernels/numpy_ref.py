@@ -219,3 +219,74 @@ def adagrad_step(p, g, s, lr, eps):
     """s += g^2;  p -= lr * g / (sqrt(s) + eps)."""
     s += g * g
     p -= lr * g / (np.sqrt(s) + eps)
+
+
+# ================================================================ planar flows (FlowVAE)
+# One block for the FlowVAE's two kernels; the equations and their derivation are
+# docs/derivations.md, "Planar flows". Shapes: z0 (K, B, d); u, w (B, L, d); b (B, L).
+def planar_flow_fwd(z0, u, w, b, *, ws=None):
+    """L planar steps z_i = z_{i-1} + uh_i tanh(w_i . z_{i-1} + b_i), amortised (per example).
+
+    Returns (zL (K, B, d), logdet (K, B) summed over the steps, zin (L, K, B, d) the input of
+    each step, t (L, K, B) = tanh(a_i), uh (B, L, d)); zin, t, uh are what the backward needs.
+
+    uh = u + (softplus(m) - 1 - m) w / ||w||^2 with m = w . u, so w . uh = softplus(m) - 1 > -1.
+    logdet_i = log(t^2 + (1 - t^2) softplus(m)): the same number as
+    log(1 + (1 - t^2) w . uh), written as a sum of two non-negative terms so that nothing
+    cancels where it approaches 0.
+    """
+    K, B, d = z0.shape
+    L = u.shape[1]
+    m = (w * u).sum(axis=-1)                              # (B, L)
+    n = (w * w).sum(axis=-1)                              # (B, L)
+    sp = softplus(m)
+    uh = u + ((sp - 1.0 - m) / n)[..., None] * w          # (B, L, d)
+    zin = np.empty((L, K, B, d), z0.dtype)
+    t = np.empty((L, K, B), z0.dtype)
+    logdet = np.zeros((K, B), z0.dtype)
+    z = z0
+    for i in range(L):
+        zin[i] = z
+        t[i] = np.tanh((z * w[:, i]).sum(axis=-1) + b[:, i])          # (K, B)
+        z = z + uh[:, i] * t[i][..., None]
+        logdet = logdet + np.log(t[i] * t[i] + (1.0 - t[i] * t[i]) * sp[:, i])
+    return z.copy(), logdet, zin, t, uh
+
+
+def planar_flow_bwd(dzL, dlogdet, zin, t, uh, u, w, *, ws=None):
+    """Backward of ``planar_flow_fwd``: (dz0 (K, B, d), du (B, L, d), dw (B, L, d), db (B, L)).
+
+    ``dlogdet`` (K, B) is the gradient of the summed log-det (every step receives it). Per step,
+    from the last to the first, with g = dL/dz_i, s = 1 - t^2, det = t^2 + s softplus(m):
+    dt = g . uh + dlogdet 2 t (1 - softplus(m)) / det;  da = dt s;  dz_{i-1} = g + da w;
+    duh = sum_k g t;  db = sum_k da;  dm = sum_k dlogdet s sigmoid(m) / det + (duh . w) dc/dm;
+    du = duh + dm w;  dw = c duh + dm u + 2 (duh . w)(-c / n) w + sum_k da z_{i-1}.
+    """
+    L = u.shape[1]
+    m = (w * u).sum(axis=-1)
+    n = (w * w).sum(axis=-1)
+    sp = softplus(m)
+    c = (sp - 1.0 - m) / n
+    # sigmoid(m) = exp(-softplus(-m)) and sigmoid(m) - 1 = -exp(-softplus(m)): accurate to
+    # relative rounding (the tanh form is only absolutely accurate), which sigmoid(m) / det
+    # needs, since det can be as small as softplus(m) ~ sigmoid(m)
+    sig, sig_m1 = np.exp(-softplus(-m)), -np.exp(-sp)
+    du, dw = np.empty_like(u), np.empty_like(w)
+    db = np.empty(u.shape[:2], u.dtype)
+    g = dzL
+    for i in reversed(range(L)):
+        ti, zi = t[i], zin[i]                             # (K, B), (K, B, d)
+        s = 1.0 - ti * ti
+        det = ti * ti + s * sp[:, i]
+        dt = (g * uh[:, i]).sum(axis=-1) + dlogdet * 2.0 * ti * (1.0 - sp[:, i]) / det
+        da = dt * s                                       # (K, B)
+        G = (g * ti[..., None]).sum(axis=0)               # duh (B, d)
+        Gw = (G * w[:, i]).sum(axis=-1)                   # (B,)
+        dm = (dlogdet * s * sig[:, i] / det).sum(axis=0) + Gw * sig_m1[:, i] / n[:, i]
+        dn = -Gw * c[:, i] / n[:, i]
+        du[:, i] = G + dm[:, None] * w[:, i]
+        dw[:, i] = (c[:, i, None] * G + dm[:, None] * u[:, i] + 2.0 * dn[:, None] * w[:, i]
+                    + (da[..., None] * zi).sum(axis=0))
+        db[:, i] = da.sum(axis=0)
+        g = g + da[..., None] * w[:, i]
+    return g.copy(), du, dw, db

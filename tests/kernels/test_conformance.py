@@ -90,6 +90,15 @@ def make_args(name, rng, dtype, dims, act=RELU, scale=1.0):
         return p, g, normal(B, F, s=0.1), np.abs(normal(B, F, s=0.1)), 1e-2, 0.9, 0.999, 1e-8, int(rng.integers(1, 20))
     if name == "adagrad_step":
         return p, g, np.abs(normal(B, F)), 0.1, 1e-8
+    if name.startswith("planar_flow"):  # ---- planar flows: L = min(N, 3) steps, latent d = F
+        L = min(N, 3)
+        z0, u, b = normal(K, B, F, s=scale), normal(B, L, F), normal(B, L, s=scale)
+        w = normal(B, L, F)
+        w = (w + np.where(w < 0, -0.5, 0.5)).astype(dt)  # ||w|| away from 0 (c divides by it)
+        if name == "planar_flow_fwd":
+            return z0, u, w, b
+        _, _, zin, t, uh = numpy_ref.planar_flow_fwd(z0, u, w, b)
+        return normal(K, B, F), normal(K, B), zin, t, uh, u, w
     raise ValueError(f"no test inputs for kernel {name!r}")
 
 
@@ -159,6 +168,8 @@ def _term_scales(name, args, expected):
         a = a64[0]
         finite = np.where(np.isfinite(a), np.abs(a), 0.0)
         return [e64[0] * (finite + finite.max(axis=0) + math.log(a.shape[0]))]  # w * |a - lse|
+    if name.startswith("planar_flow"):  # a chain of nonlinear steps: judged per output array
+        return [np.full_like(e, np.abs(e).max() + 1.0) for e in e64]
     if name in IN_PLACE:
         old = [a64[0]] + a64[2:2 + IN_PLACE[name]]
         return [np.abs(o) + np.abs(e - o) for o, e in zip(old, e64)]
@@ -379,6 +390,10 @@ def _cuda_kernel_signatures(dt):
         "_adagrad_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt})",
         "_add_kernel": f"void({a1}, {a1}, {a1})",
         "_all_finite_kernel": f"void({a1}, int32[::1])",
+        # ---- planar flows
+        "_planar_uh_kernel": f"void({a3}, {a3}, {a3}, {a2})",
+        "_planar_fwd_kernel": f"void({a3}, {a3}, {a2}, {a3}, {a2}, {a3}, {a2}, {_array_type(dt, 4)}, {a3})",
+        "_planar_bwd_kernel": f"void({a3}, {a2}, {_array_type(dt, 4)}, {a3}, {a3}, {a3}, {a3}, {a3}, {a3}, {a3}, {a2})",
     }
 
 

@@ -258,6 +258,8 @@ BIG_DIMS = {
     "gaussian_ll_fwd": (1, 2, 2, 1, 16384), "gaussian_ll_bwd": (1, 2, 2, 1, 16384),
     "logsumexp": (2, 16384, 2, 1, 2), "softmax": (2, 16384, 2, 1, 2),
     "add": (1, 128, 128, 1, 1),
+    # ---- planar flows: L = 3 steps, d = 2, B = 8192
+    "planar_flow_fwd": (2, 8192, 2, 3, 1), "planar_flow_bwd": (2, 8192, 2, 3, 1),
 }
 REUSE_CASES = [pytest.param(name, act, BIG_DIMS[name], id=case.id)
                for case in WS_CASES for name, act in [case.values]] + [
@@ -346,7 +348,7 @@ def test_every_array_kernel_takes_ws_and_has_a_no_allocation_case():
     assert set(WS_KERNELS) == {"matmul", "matmul_at", "matmul_bt", "bias_act_fwd", "bias_act_bwd",
                                "reparam_fwd", "reparam_bwd", "kl_fwd", "kl_bwd", "bernoulli_ll_fwd",
                                "bernoulli_ll_bwd", "gaussian_ll_fwd", "gaussian_ll_bwd", "logsumexp",
-                               "softmax", "add"}
+                               "softmax", "add", "planar_flow_fwd", "planar_flow_bwd"}
     assert set(BIG_DIMS) == set(WS_KERNELS)
     for name in WS_KERNELS:
         ws = inspect.signature(getattr(numba_cpu, name)).parameters["ws"]
