@@ -729,5 +729,6 @@ def format_report(report) -> str:
 # Sample quality for digits (an FID analogue; see scratchvae/quality.py), re-exported here so the
 # evaluation measures live under one name.
 from .quality import digit_frechet_distance, frechet_distance, train_classifier  # noqa: E402,F401
-from .holes import (aggregate_posterior_kl, elbo_surgery, format_holes, holes_report,  # noqa: E402,F401
-                    posterior_holes, surgery_draws)
+# The hole problem and the ELBO surgery (scratchvae/holes.py), under the same name.
+from .holes import (aggregate_posterior_kl, elbo_surgery, format_holes,  # noqa: E402,F401
+                    holes_report, posterior_holes, surgery_draws)

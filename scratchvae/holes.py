@@ -178,7 +178,8 @@ def elbo_surgery(model, x, n_samples=2000, rng=None, y=None) -> ELBOSurgery:
     aggregate posterior from the prior.
 
     Shapes: x (N, D) (y (N,) for a conditional model); any latent dimension d.
-    Equation (n_s uniform on {1..N}, z_s ~ q(z|x_{n_s}), log q(z) = logsumexp_n log q(z|x_n) - log N):
+    Equation (n_s uniform on {1..N}, z_s ~ q(z|x_{n_s}),
+              log q(z) = logsumexp_n log q(z|x_n) - log N):
         mean_kl     = (1/S) sum_s [log q(z_s|x_{n_s}) - log p(z_s)]
         mutual_info = (1/S) sum_s [log q(z_s|x_{n_s}) - log q(z_s)]   (each term <= log N)
         marginal_kl = (1/S) sum_s [log q(z_s) - log p(z_s)]
@@ -285,7 +286,8 @@ def posterior_holes(model, x, y=None, grid_size=201, extent=4.0, threshold=0.1,
     outside = 1.0 - math.erf(extent / math.sqrt(2.0)) ** 2
 
     zp = rng.standard_normal((n_prior, 2), dtype=dt)
-    in_hole = log_aggregate_posterior(model, zp, x, y) < log_thr + log_standard_normal_forward(zp)[0]
+    log_p_draws = log_standard_normal_forward(zp)[0]
+    in_hole = log_aggregate_posterior(model, zp, x, y) < log_thr + log_p_draws
     m = float(in_hole.mean())
     z_h, z_c = zp[in_hole][:n_decode], zp[~in_hole][:n_decode]
     conditional = getattr(model, "conditional", False)

@@ -41,7 +41,8 @@ from scratchvae._checks import as_dtype, check_float, check_int
 
 __all__ = [
     "image_grid", "plot_history", "plot_reconstructions", "plot_samples", "plot_latent_scatter",
-    "plot_manifold", "plot_interpolation", "plot_arithmetic", "plot_posterior_contours", "plot_posterior_holes",
+    "plot_manifold", "plot_interpolation", "plot_arithmetic", "plot_posterior_contours",
+    "plot_posterior_holes",
     "plot_iw_bound", "plot_kl_per_dim", "plot_estimator_variance", "plot_analogies",
     "plot_imputation", "plot_roc",
     "plot_posterior_comparison",
