@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=POS_INT, default=1000, metavar="N",
                    help="importance samples per example for the log p(x) estimate "
                         "(default: %(default)s)")
+    p.add_argument("--surgery-samples", type=POS_INT, default=2000, metavar="N",
+                   help="draws from the aggregate posterior for the ELBO surgery (mutual "
+                        "information, KL(q(z) || p(z))) and the prior mass in holes of a 2-D "
+                        "latent, Gaussian-prior models (default: %(default)s)")
     p.set_defaults(func=cmd_eval)
 
     # ---- sample
@@ -702,7 +706,7 @@ def cmd_eval(args) -> int:
              f"examples, k = {args.k})")
     kw = {"y": y_te} if getattr(model, "conditional", False) else {}
     report = evaluate.evaluation_report(model, x_te, k=args.k, rng=np.random.default_rng(args.seed),
-                                        **kw)
+                                        n_surgery_samples=args.surgery_samples, **kw)
     _say(evaluate.format_report(report))
     return 0
 

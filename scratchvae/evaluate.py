@@ -646,7 +646,7 @@ def posterior_grid(model, x, axes, y=None):
 
 # ====================================================================== report for the CLI
 def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exact=None,
-                      tol=1e-6, stderr="delta"):
+                      tol=1e-6, stderr="delta", n_surgery_samples=2000):
     """Evaluate a model on a data set; returns a dict of plain Python numbers and lists.
 
     Shapes: x (B, D). Keys:
@@ -667,6 +667,10 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
                                   gap (log p(x) - ELBO) and kl_q_posterior (KL(q || p(z|x))), means
                                   over x, by quadrature with ``tol``; for a FlowVAE
                                   exact_log_likelihood, gap and gap_stderr (mc_elbo_gap)
+      mean_kl_mc, mutual_info, marginal_kl (each with _stderr), mutual_info_bound (log B),
+      surgery_samples; for latent_dim 2 also hole_mass, hole_mass_error, hole_mass_outside,
+      hole_mass_mc (+ _stderr)     Gaussian-prior models only: the ELBO surgery with
+                                  ``n_surgery_samples`` draws and the holes (scratchvae.holes)
     Equation: sqrt(sum_b Var_b / n) / B is the Monte Carlo standard error of a mean over B
     examples of n-sample averages with per-example variances Var_b.
     A VQ-VAE (prior "categorical") gets ``codebook_report(model, x)`` instead.
@@ -724,6 +728,8 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
         report.update(exact_log_likelihood=float(gap.log_px.mean()),
                       exact_elbo=float(gap.elbo.mean()), gap=float(gap.gap.mean()),
                       kl_q_posterior=float(gap.kl_posterior.mean()))
+    # Gaussian-prior models: the ELBO surgery (and for d = 2 the holes), scratchvae.holes
+    report.update(holes_report(model, x, y=y, n_samples=n_surgery_samples, rng=rng))
     return report
 
 
@@ -779,6 +785,7 @@ def format_report(report) -> str:
         if "kl_q_posterior" in report:
             lines.append(f"  {'KL(q(z|x) || p(z|x)) on the grid':<{w}}"
                          f"{report['kl_q_posterior']:>12.4f}")
+    lines += format_holes(report, w)
     return "\n".join(lines)
 
 
@@ -833,3 +840,8 @@ def format_codebook_report(report) -> str:
               f"  {'entropy of each slot (nats)':<{w}}"
               + "  ".join(f"s{j + 1}:{h:.3f}" for j, h in enumerate(report["codes_per_slot_entropy"]))]
     return "\n".join(lines)
+
+
+# The hole problem and the ELBO surgery (scratchvae/holes.py), under the same name.
+from .holes import (aggregate_posterior_kl, elbo_surgery, format_holes,  # noqa: E402,F401
+                    holes_report, posterior_holes, surgery_draws)

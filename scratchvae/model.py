@@ -23,7 +23,7 @@ import numpy as np
 
 from ._base import FORMAT_VERSION, LIKELIHOODS, OBJECTIVES, Model  # noqa: F401  (re-exported)
 from ._checks import check_array, check_int, check_rng, check_sizes
-from .distributions import reparameterize_backward, reparameterize_forward
+from .distributions import log_normal_forward, reparameterize_backward, reparameterize_forward
 from .layers import (add_gaussian_head_params, add_mlp_params, add_output_params,
                      gaussian_net_backward, gaussian_net_forward, leading_columns,
                      output_net_backward, output_net_forward)
@@ -196,6 +196,29 @@ class VAE(Model):
     def log_weights(self, x, n_samples, rng=None, y=None, eps=None):
         """Log importance weights log p(x|z_k) + log p(z_k) - log q(z_k|x), (n_samples, B)."""
         return self.forward(x, n_samples=n_samples, eps=eps, rng=rng, objective="iwae", y=y).logw
+
+    # ------------------------------------------------------------------ the posterior q(z|x)
+    def sample_posterior(self, x, n_samples=1, rng=None, y=None):
+        """Draws z ~ q(z|x) with their log-densities: z (n_samples, B, d), log_q (n_samples, B).
+
+        Equation: z = mu + exp(logvar / 2) * eps;  log_q = log N(z; mu, diag(exp(logvar))).
+        """
+        mu, logvar = self.encode(x, y=y)
+        eps = self.draw_eps(n_samples, mu.shape[0], self.rng if rng is None else rng)
+        z, _ = reparameterize_forward(mu, logvar, eps, k=self.kernels)
+        return z, log_normal_forward(z, mu, logvar)[0]
+
+    def posterior_log_density(self, z, x, y=None, max_elements=2 ** 22):
+        """log q(z_m | x_n) for every pair of rows: z (M, d), x (N, D) -> (M, N).
+
+        Equation: log N(z_m; mu_n, diag(exp(logvar_n))), computed in blocks of z rows so that at
+        most ``max_elements`` (rows x N x d) numbers are held at once.
+        """
+        z = check_array("z", z, ndim=2, shape=(None, self.latent_dim), dtype=self.dtype)
+        mu, logvar = self.encode(x, y=y)
+        step = max(1, max_elements // (mu.shape[0] * self.latent_dim))
+        return np.concatenate([log_normal_forward(z[s:s + step, None, :], mu[None], logvar[None])[0]
+                               for s in range(0, z.shape[0], step)])
 
     def log_likelihood(self, x, k=5000, rng=None, y=None, return_stderr=False, max_rows=2**14):
         """Importance-weighted estimate L_k of log p(x) per example, (B,), nats (Burda et al.):

@@ -42,6 +42,7 @@ from scratchvae._checks import as_dtype, check_float, check_int
 __all__ = [
     "image_grid", "plot_history", "plot_reconstructions", "plot_samples", "plot_latent_scatter",
     "plot_manifold", "plot_interpolation", "plot_arithmetic", "plot_posterior_contours",
+    "plot_posterior_holes",
     "plot_iw_bound", "plot_kl_per_dim", "plot_estimator_variance", "plot_analogies",
     "plot_imputation", "plot_roc",
     "plot_codebook_usage",
@@ -726,6 +727,100 @@ def plot_posterior_contours(z1, z2, log_p_exact, log_q, x_images=None, image_sha
                 ax.tick_params(labelleft=False)
             panels.append(ax)
     fig.colorbar(cs, ax=panels, label="density / peak density", shrink=0.9)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def _mosaic(imgs, hw, ncols):
+    """Tile images (n, D) into one picture with one-pixel gaps (NaN, drawn as the background)."""
+    n = imgs.shape[0]
+    nrows = max(1, -(-n // ncols))
+    h, w = hw
+    out = np.full((nrows * (h + 1) - 1, ncols * (w + 1) - 1), np.nan)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = imgs[i].reshape(hw)
+    return out
+
+
+def plot_posterior_holes(z1, z2, log_q, log_p, holes, x_holes, x_covered, image_shape=None,
+                         path=None, *, hole_mass=None, ncols=4, dpi=100, figsize=None,
+                         title=None) -> Figure:
+    """The aggregate posterior q(z) against the prior p(z) on a 2-D grid with its holes marked,
+    beside decoded samples drawn from the holes and from covered regions.
+
+    Shapes: z1 (G1,), z2 (G2,) increasing grid axes; log_q, log_p (G2, G1) with [a, b] at
+    z = (z1[b], z2[a]); holes (G2, G1) bool (e.g. q(z) < 0.1 p(z)); x_holes (n_h, D) and
+    x_covered (n_c, D) decoded images (either may have no rows). The left panel fills log q(z),
+    draws p(z)'s contours at 1, 2 and 3 standard deviations and hatches the holes;
+    ``hole_mass`` (the prior mass in holes) goes in its title.
+    (``scratchvae.evaluate.posterior_holes`` returns all of these.)
+    """
+    path, dpi, figsize = _check_common(path, dpi, figsize)
+    ax1 = _numeric("z1", z1, ndim=1, expected="(G1,)")
+    ax2 = _numeric("z2", z2, ndim=1, expected="(G2,)")
+    for name, a in (("z1", ax1), ("z2", ax2)):
+        if a.size < 2 or np.any(np.diff(a) <= 0):
+            raise ValueError(f"{name} must be a strictly increasing grid of at least 2 points")
+    want = f"(G2, G1) = ({ax2.size}, {ax1.size})"
+    lq = _numeric("log_q", log_q, ndim=2, expected=want, allow_neginf=True)
+    lp = _numeric("log_p", log_p, ndim=2, expected=want)
+    mask = np.asarray(holes)
+    for name, a in (("log_q", lq), ("log_p", lp), ("holes", mask)):
+        if a.shape != (ax2.size, ax1.size):
+            raise ValueError(f"{name} must have shape {want} (rows follow z2); got {a.shape}")
+    if mask.dtype != bool:
+        raise TypeError(f"holes must be a boolean array; got dtype {mask.dtype}")
+    hole_mass = _scalar("hole_mass", hole_mass)
+    ncols = check_int("ncols", ncols, min_value=1)
+    sets = []
+    hw = None
+    for name, a in (("x_holes", x_holes), ("x_covered", x_covered)):
+        arr = np.asarray(a, dtype=float)
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-dimensional (n, D); got shape {arr.shape}")
+        if arr.shape[0] > 0:
+            arr = _images(name, arr)
+            hw_i = _image_shape(image_shape, arr.shape[1], name)
+            if hw is not None and hw_i != hw:
+                raise ValueError("x_holes and x_covered must hold images of one shape")
+            hw = hw_i
+        sets.append(arr)
+    if figsize is None:
+        figsize = (11.5, 4.0 + (0.3 if title else 0.0))
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    gs = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
+    ax = fig.add_subplot(gs[0, 0])
+    finite = lq[np.isfinite(lq)]
+    floor = max(float(finite.min()), float(finite.max()) - 12.0) if finite.size else -12.0
+    cs = ax.contourf(ax1, ax2, np.maximum(lq, floor), levels=12, cmap="viridis")
+    fig.colorbar(cs, ax=ax, label="log q(z)", shrink=0.9)
+    # N(0, I): log p = -r^2/2 - log(2 pi); contours at r = 1, 2, 3
+    r_levels = [-(r * r) / 2 - math.log(2 * math.pi) for r in (3, 2, 1)]
+    ax.contour(ax1, ax2, lp, levels=r_levels, colors="white", linewidths=0.7,
+               linestyles="dashed")
+    if mask.any():
+        ax.contourf(ax1, ax2, mask.astype(float), levels=[0.5, 1.5], colors="none",
+                    hatches=["////"])
+        ax.contour(ax1, ax2, mask.astype(float), levels=[0.5], colors="red", linewidths=1.0)
+    ax.set_xlabel("z_1")
+    ax.set_ylabel("z_2")
+    ax.set_aspect("equal")
+    t = "q(z) (fill), p(z) (dashed: 1-3 sd),\nholes (red, hatched)"
+    if hole_mass is not None:
+        t += f": prior mass {hole_mass:.3f}"
+    ax.set_title(t, fontsize=9)
+    for j, (arr, name) in enumerate(zip(sets, ("decoded from holes", "decoded from covered z"))):
+        axs = fig.add_subplot(gs[0, j + 1])
+        _blank(axs)
+        if arr.shape[0] == 0:
+            axs.text(0.5, 0.5, "(no draws)", ha="center", va="center", transform=axs.transAxes)
+        else:
+            cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+            axs.imshow(_mosaic(arr, hw, min(ncols, arr.shape[0])), cmap=cmap, vmin=0.0,
+                       vmax=1.0, interpolation="nearest")
+        axs.set_title(f"{name} ({arr.shape[0]})", fontsize=9)
     if title:
         fig.suptitle(title)
     return _finish(fig, path, dpi)

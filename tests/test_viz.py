@@ -77,6 +77,9 @@ def _cases():
                                       (g1, g2, np.stack([log_p, log_q, log_q], axis=1),
                                        ["exact", "flow q", "Gaussian q"]),
                                       {"x_images": img(2), "row_titles": ["a", "b"]}),
+        "plot_posterior_holes": (viz.plot_posterior_holes,
+                                 (g1, g2, log_q[0], log_p[0], log_q[0] < log_p[0] - 0.5, img(3),
+                                  img(2)), {"hole_mass": 0.1}),
     }
 
 

@@ -21,7 +21,7 @@ LAYERS = {
     "layers": 2, "distributions": 2, "losses": 2, "optim": 2, "quantize": 2, "code_prior": 2,
     "_base": 3, "model": 3, "cvae": 3, "hvae": 3, "vqvae": 3, "flows": 3,
     "train": 4, "evaluate": 4, "gradcheck": 4, "estimators": 4, "applications": 4,
-    "latent": 4, "quality": 4, "metrics": 4,
+    "latent": 4, "quality": 4, "metrics": 4, "holes": 4,
     "cli": 5, "sweep": 5, "__main__": 5, "__init__": 5,
 }
 SIDE = {"data", "io", "viz"}
