@@ -499,7 +499,8 @@ def sweep_figures(summary, grid_cols, out):
 
     from . import viz
     from .cli import _save_figure
-    metrics = [m for m in METRICS if any(r[f"{m}_mean"] is not None for r in summary)]
+    metrics = [m for m in METRICS if not m.endswith("_stderr")
+               and any(r[f"{m}_mean"] is not None for r in summary)]
     written = []
     for col in grid_cols:
         xs = list(dict.fromkeys(r[col] for r in summary if r[col] != ""))
@@ -590,7 +591,9 @@ def run(grid, seeds, engine="joblib", n_jobs=None, out=None, *, scheduler=None, 
         n_jobs = cores
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise GridError(f"n_jobs must be an integer >= 1; got {n_jobs!r}")
-    threads = max(1, cores // n_jobs)
+    # jobs x threads <= cores here; on a scheduler's workers, one BLAS thread per run (a worker
+    # runs as many runs at once as it has threads)
+    threads = 1 if scheduler is not None else max(1, cores // n_jobs)
     _require(engine)
     parser = _train_parser()
     actions = _actions(parser)

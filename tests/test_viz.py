@@ -77,6 +77,14 @@ def _cases():
                                       (g1, g2, np.stack([log_p, log_q, log_q], axis=1),
                                        ["exact", "flow q", "Gaussian q"]),
                                       {"x_images": img(2), "row_titles": ["a", "b"]}),
+        "plot_sweep_numeric": (viz.plot_sweep,
+                               ([2, 4, 8], {"beta=1": (rng.normal(size=(3, 2)), np.full((3, 2), 0.1)),
+                                            "beta=2": (np.array([[1.0, np.nan], [2.0, 1.0], [3.0, 2.0]]),
+                                                       np.full((3, 2), np.nan))},
+                                ["test_neg_elbo", "seconds"]), {"xscale": "log", "xlabel": "d"}),
+        "plot_sweep_categories": (viz.plot_sweep,
+                                  (["vae", "hvae"], {"": (rng.normal(size=(2, 4)), np.ones((2, 4)))},
+                                   list("abcd")), {}),
     }
 
 
