@@ -296,3 +296,22 @@ def test_plot_sweep_refuses_bad_input(args, kwargs, error):
     from scratchvae import viz
     with pytest.raises(error):
         viz.plot_sweep(*args, **kwargs)
+
+
+def test_reference_table_reads_a_summary():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "reference_table", os.path.join(ROOT, "benchmarks", "reference_table.py"))
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    members = [("VAE", "model=vae"), ("beta-VAE, beta = 2", "model=vae beta=2"),
+               ("HVAE", "model=hvae")]
+    empty = {f"{m}_{s}": "" for m in METRICS for s in ("mean", "ci95")}
+    summary = [{"model": "vae", "beta": "", "finished": "5", "failed": "0", **empty,
+                "test_neg_elbo_mean": "24.5612", "test_neg_elbo_ci95": "0.1949"},
+               {"model": "vae", "beta": "2.0", "finished": "4", "failed": "1", **empty,
+                "test_neg_elbo_mean": "30.0", "test_neg_elbo_ci95": "0.5"}]
+    lines = ref.table(members, summary).splitlines()
+    assert lines[2].startswith("| VAE | 5 | 24.56 ± 0.19 | - |")
+    assert lines[3].startswith("| beta-VAE, beta = 2 | 4 (1 failed) | 30.00 ± 0.50 |")
+    assert lines[4].startswith("| HVAE | 0 | - |")
