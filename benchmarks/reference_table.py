@@ -44,7 +44,7 @@ DOC = os.path.join(REPO, "docs", "results.md")
 START, END = "<!-- reference-table:start -->", "<!-- reference-table:end -->"
 COLUMNS = [("test_neg_elbo", "test -ELBO (nats)", 2), ("iw_ll", f"IW log p(x), k = {IW_K}", 2),
            ("active_units", "active units", 1), ("frechet_digit_distance", "Frechet digit dist.", 2),
-           ("kl_qz_pz", "KL(q(z) || p(z))", 2), ("seconds", "train s", 1)]
+           ("kl_qz_pz", "KL(q(z) ‖ p(z))", 2), ("seconds", "train s", 1)]
 
 
 def family():
@@ -140,14 +140,21 @@ def main(argv=None):
         seconds = time.perf_counter() - t0
         timing = (f"{result.finished + result.failed} runs in {seconds / 60:.1f} min "
                   f"({result.skipped} resumed from an earlier start)")
-        summary = result.summary
-        summary = [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in summary]
+        if result.skipped == 0:      # a resumed sweep's time says nothing; keep the first one
+            with open(os.path.join(args.out, "reference_time.txt"), "w", encoding="utf-8") as f:
+                f.write(f"{timing}, --jobs {args.jobs or 'one per core'}, engine {args.engine}\n")
+        summary = [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in result.summary]
     else:
         summary = read_summary(args.from_summary)
+        path = os.path.join(args.from_summary, "reference_time.txt")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                timing = f.read().strip()
     text = table(members, summary)
     cmd = command(members, args)
-    info = [f"Command: `{cmd}`", f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}."]
+    cpu = platform.processor() or platform.machine()
+    info = [f"Command: `{cmd}`", f"Machine: {os.cpu_count()} cores ({cpu}), Python "
+            f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}."]
     if timing:
         info.append(f"Time: {timing}.")
     block = "\n\n".join([text, *info])

@@ -578,7 +578,6 @@ def run(grid, seeds, engine="joblib", n_jobs=None, out=None, *, scheduler=None, 
     options for every run, by their names in ``train`` (``epochs=30, hidden=(64,)``).
     Returns a ``SweepResult``. Raises ``GridError`` for a bad grid, option or seed list.
     """
-    from . import io as svio
     if out is None or not isinstance(out, (str, os.PathLike)):
         raise GridError("out must name the sweep directory")
     out = os.fspath(out)
@@ -614,6 +613,35 @@ def run(grid, seeds, engine="joblib", n_jobs=None, out=None, *, scheduler=None, 
     if os.path.exists(out) and not os.path.isdir(out):
         raise FileExistsError(f"--out {out} exists and is not a directory")
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    with _lock(out):
+        return _run_locked(out, grids, grid_cols, points, names, columns, seeds, fixed, actions,
+                           parser, engine, n_jobs, scheduler, threads, progress)
+
+
+@contextlib.contextmanager
+def _lock(out):
+    """Hold an exclusive lock on DIR/.lock while the sweep runs: two sweeps into one DIR would
+    both run the missing runs. The kernel drops the lock when the process dies, even by SIGKILL."""
+    try:
+        import fcntl
+    except ImportError:          # not POSIX: no lock
+        yield
+        return
+    fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another sweep is running in {out}; wait for it or use another "
+                               "--out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_locked(out, grids, grid_cols, points, names, columns, seeds, fixed, actions, parser,
+                engine, n_jobs, scheduler, threads, progress):
+    from . import io as svio
     record = _sweep_record(grids, columns, seeds, fixed, actions)
     sweep_json, runs_csv = os.path.join(out, "sweep.json"), os.path.join(out, "runs.csv")
     if not _check_resume(sweep_json, record):
@@ -635,8 +663,8 @@ def run(grid, seeds, engine="joblib", n_jobs=None, out=None, *, scheduler=None, 
                 continue
             argv = _argv({**fixed, **point.options, "seed": seed},
                          {**actions, "seed": parser._option_string_actions["--seed"]})
-            tasks.append((key, _absolute_data(argv), os.path.abspath(os.path.join(out, "runs", f"{name}-seed{seed}")),
-                          threads))
+            run_dir = os.path.abspath(os.path.join(out, "runs", f"{name}-seed{seed}"))
+            tasks.append((key, _absolute_data(argv), run_dir, threads))
     skipped = len(points) * len(seeds) - len(tasks)
 
     from tqdm.auto import tqdm

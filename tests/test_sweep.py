@@ -315,3 +315,12 @@ def test_reference_table_reads_a_summary():
     assert lines[2].startswith("| VAE | 5 | 24.56 ± 0.19 | - |")
     assert lines[3].startswith("| beta-VAE, beta = 2 | 4 (1 failed) | 30.00 ± 0.50 |")
     assert lines[4].startswith("| HVAE | 0 | - |")
+
+
+def test_two_sweeps_never_share_a_directory(tmp_path):
+    with sweep._lock(str(tmp_path)):
+        with pytest.raises(RuntimeError, match="another sweep is running"):
+            with sweep._lock(str(tmp_path)):
+                pass
+    with sweep._lock(str(tmp_path)):     # released when the first one ends
+        pass
