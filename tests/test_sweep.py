@@ -189,6 +189,9 @@ def test_joblib_sweep_on_digits_writes_runs_summary_metrics_and_figures(tmp_path
     assert code == 0, err
     rows, summary = check_sweep_files(out, ["latent_dim"], 2, 2)
     assert {r["status"] for r in rows} == {"finished"}
+    import scratchvae as sv
+    has_aggregate_kl = (hasattr(sv.evaluate, "aggregate_posterior_kl")
+                        and getattr(sv.VAE, "prior", None) == "gaussian")
     for r in rows:                  # every run has its directory and its metrics.json
         run_dir = os.path.join(out, "runs", f"latent_dim={r['latent_dim']}-seed{r['seed']}")
         with open(os.path.join(run_dir, "metrics.json")) as f:
@@ -202,7 +205,10 @@ def test_joblib_sweep_on_digits_writes_runs_summary_metrics_and_figures(tmp_path
         assert metrics["iw_ll"] < 0 and metrics["iw_ll_stderr"] > 0
         assert 0 <= metrics["active_units"] <= int(r["latent_dim"])
         assert metrics["frechet_digit_distance"] > 0          # digits: the sample quality
-        assert metrics["kl_qz_pz"] is None                    # a VAE without a `prior` attribute
+        if has_aggregate_kl:       # KL(q(z) || p(z)) once the hole-problem tool is there
+            assert math.isfinite(metrics["kl_qz_pz"]) and metrics["kl_qz_pz_stderr"] >= 0
+        else:
+            assert metrics["kl_qz_pz"] is None and metrics["kl_qz_pz_stderr"] is None
     assert os.path.isfile(os.path.join(out, "sweep_latent_dim.png"))
     assert "4 runs finished, 0 failed" in stdout
     # started again with the same command: nothing to do, nothing repeated
@@ -324,3 +330,29 @@ def test_two_sweeps_never_share_a_directory(tmp_path):
                 pass
     with sweep._lock(str(tmp_path)):     # released when the first one ends
         pass
+
+
+@pytest.mark.parametrize("prior,expected", [("gaussian", (0.5, 0.01)), ("hierarchical", (None, None))])
+def test_metrics_use_the_aggregate_kl_for_gaussian_priors_only(monkeypatch, prior, expected):
+    import scratchvae as sv
+    from scratchvae.metrics import KL_QZ_SAMPLES, run_metrics
+    calls = []
+
+    def fake_kl(model, x, n_samples, rng=None, y=None):
+        calls.append((x.shape, n_samples))
+        return 0.5, 0.01
+
+    monkeypatch.setattr(sv.evaluate, "aggregate_posterior_kl", fake_kl, raising=False)
+    monkeypatch.setattr(sv.VAE, "prior", prior, raising=False)
+    model = sv.VAE(16, hidden_dims=(4,), latent_dim=2, dtype="float64", seed=0, backend="numpy")
+    x = np.random.default_rng(0).random((30, 16))
+    m = run_metrics(model, data="x.npy", x_train=x, y_train=None, x_test=x[:10], y_test=None,
+                    test_neg_elbo=12.5, seconds=1.0)
+    assert list(m) == list(METRICS)
+    assert (m["kl_qz_pz"], m["kl_qz_pz_stderr"]) == expected
+    assert calls == ([((10, 16), KL_QZ_SAMPLES)] if prior == "gaussian" else [])
+    assert m["frechet_digit_distance"] is None and m["test_neg_elbo"] == 12.5
+    ll, se = model.log_likelihood(x[:10], k=100, rng=np.random.default_rng([0, 5]),
+                                  return_stderr=True)
+    assert m["iw_ll"] == pytest.approx(ll.mean(), rel=1e-12)
+    assert m["iw_ll_stderr"] == pytest.approx(np.sqrt((se ** 2).sum()) / 10, rel=1e-12)
