@@ -12,7 +12,7 @@ agree: extra dimensions may improve the bound while the prior covers regions the
 learned. As a floor, the distance between training and test images (seed 0's split) is shown.
 Headline numbers: per d, the mean test negative ELBO and Frechet digit distance, +- 95%.
 
-    python examples/10_latent_dim_sweep.py            # 25 runs; about 2 minutes on 2 cores
+    python examples/10_latent_dim_sweep.py            # 25 runs; about 3 minutes on 2 cores
     scratchvae sweep --grid "latent_dim=2,4,8,16,32" --seeds 5 --epochs 60 --out runs/sweep-d
 """
 from __future__ import annotations
