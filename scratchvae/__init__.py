@@ -15,7 +15,7 @@ from .optim import SGD, Adagrad, Adam
 from .train import DivergenceError, fit
 from .kernels.workspace import Workspace
 
-_SUBMODULES = ("data", "evaluate", "viz", "schedules", "io", "kernels")
+_SUBMODULES = ("data", "evaluate", "viz", "schedules", "io", "kernels", "sweep")
 _LAZY = {"CVAE": "cvae", "HVAE": "hvae", "VQVAE": "vqvae", "FlowVAE": "flows"}
 
 

@@ -15,6 +15,8 @@
     scratchvae reconstruct --checkpoint RUN [--out DIR] [--data SPEC]
     scratchvae interpolate --checkpoint RUN [--out DIR] [--steps N]
     scratchvae gradcheck   [model options as for train] [--tol F]
+    scratchvae sweep       --grid "latent_dim=2,4,8 beta=0.5,1" [--seeds N] [train options]
+                           [--jobs N] [--engine joblib|dask] [--scheduler ADDRESS] --out DIR
 
 Every subcommand takes --quiet (no progress bars) and --debug (a traceback on error).
 Errors are one line on stderr; the exit code is 2 for a usage error (a bad option), 1 for
@@ -213,32 +215,10 @@ def _model_options():
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``scratchvae`` command and its six sub-commands."""
-    common, model = _common_options(), _model_options()
-    parser = _Parser(
-        prog="scratchvae",
-        description="A variational autoencoder in NumPy with hand-derived gradients: train, "
-                    "evaluate, sample, reconstruct, interpolate and check gradients.",
-        epilog="Run 'scratchvae COMMAND --help' for the options of a command. Quick start: "
-               "'scratchvae train' trains on the bundled digits in under a minute.")
-    parser.add_argument("--debug", action="store_true", default=False,
-                        help="show the full traceback when an error occurs")
-    parser.add_argument("--quiet", action="store_true", default=False, help="no progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    # ---- train
-    p = sub.add_parser("train", parents=[model, common], help="train a model and write a run directory",
-                       description="Train a model (the bundled digits by default) and write a run "
-                                   "directory: checkpoint.npz, history.csv, history.json, "
-                                   "config.json, loss_curves.png, reconstructions.png, "
-                                   "samples.png, latent.png (and manifold.png for a 2-D latent "
-                                   "space; codebook_usage.png for a vqvae). Prints the final "
-                                   "test negative ELBO.")
+def _training_options():
+    """The training options of ``train`` (all but --out), shared with ``sweep``."""
+    p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("training")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="run directory (created if needed; files in it are replaced, never "
-                        "deleted) (default: a new directory under ./runs/ named by time and model)")
     g.add_argument("--epochs", type=POS_INT, default=100, metavar="N",
                    help="passes over the training set (default: %(default)s)")
     g.add_argument("--batch-size", type=POS_INT, default=64, metavar="N",
@@ -260,7 +240,69 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", type=POS_INT, default=None, metavar="N",
                    help="early stopping: stop after N epochs without a better validation loss "
                         "and keep the best parameters (default: train all epochs)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``scratchvae`` command and its sub-commands."""
+    common, model = _common_options(), _model_options()
+    parser = _Parser(
+        prog="scratchvae",
+        description="A variational autoencoder in NumPy with hand-derived gradients: train, "
+                    "evaluate, sample, reconstruct, interpolate and check gradients.",
+        epilog="Run 'scratchvae COMMAND --help' for the options of a command. Quick start: "
+               "'scratchvae train' trains on the bundled digits in under a minute.")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback when an error occurs")
+    parser.add_argument("--quiet", action="store_true", default=False, help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # ---- train
+    p = sub.add_parser("train", parents=[model, _training_options(), common],
+                       help="train a model and write a run directory",
+                       description="Train a model (the bundled digits by default) and write a run "
+                                   "directory: checkpoint.npz, history.csv, history.json, "
+                                   "config.json, metrics.json, loss_curves.png, "
+                                   "reconstructions.png, samples.png, latent.png (and "
+                                   "manifold.png for a 2-D latent space; codebook_usage.png for "
+                                   "a vqvae). Prints the final test negative ELBO.")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (created if needed; files in it are replaced, never "
+                        "deleted) (default: a new directory under ./runs/ named by time and model)")
     p.set_defaults(func=cmd_train)
+
+    # ---- sweep
+    p = sub.add_parser("sweep", parents=[model, _training_options(), common],
+                       help="train every grid point with every seed, in parallel",
+                       description="Run one 'train' per grid point and seed (the other options "
+                                   "as given, for every run) in parallel worker processes, and "
+                                   "write DIR/runs.csv (one row per finished run), "
+                                   "DIR/summary.csv (per grid point: mean and t-based 95% "
+                                   "interval of each metric over the seeds), one figure per "
+                                   "grid option, and each run's directory under DIR/runs/. The "
+                                   "seeds are --seed, --seed + 1, ... Started again with the "
+                                   "same command, a sweep skips the runs already in runs.csv. "
+                                   "Needs pip install \"scratchvae[sweep]\".")
+    g = p.add_argument_group("sweep")
+    g.add_argument("--grid", required=True, metavar="GRID",
+                   help="space-separated OPTION=V1,V2,... over any train option, e.g. "
+                        "\"latent_dim=2,4,8 beta=0.5,1\"; values holding commas are separated "
+                        "by ';' (hidden=128,64;256); ' | ' joins grids (\"model=vae | model=hvae\")")
+    g.add_argument("--seeds", type=POS_INT, default=5, metavar="N",
+                   help="seeds per grid point (default: %(default)s)")
+    g.add_argument("--jobs", type=POS_INT, default=None, metavar="N",
+                   help="runs at a time (default: the number of cores; each run gets "
+                        "cores // N BLAS threads)")
+    g.add_argument("--engine", choices=("joblib", "dask"), default="joblib",
+                   help="joblib: worker processes on this machine; dask: a Dask distributed "
+                        "cluster (default: %(default)s)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="--engine dask: the scheduler to send the runs to, e.g. "
+                        "tcp://host:8786 (default: a local cluster of --jobs workers, started "
+                        "and closed by the sweep)")
+    g.add_argument("--out", required=True, metavar="DIR",
+                   help="sweep directory (created if needed; an existing sweep in it is resumed)")
+    p.set_defaults(func=cmd_sweep)
 
     # ---- eval
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model on test data",
@@ -494,6 +536,8 @@ def _check_vq_options(args):
 def _check_model_options(args):
     """Cross-option checks; fill in the model-dependent defaults."""
     _check_vq_options(args)
+    if getattr(args, "schedule", "constant") == "constant" and getattr(args, "warmup", None) is not None:
+        raise UsageError("--warmup needs --schedule linear or cyclical")
     if args.model == "hvae":
         if args.latent_dim is not None:
             raise UsageError("--latent-dim is for vae and cvae; an hvae takes --latent-dims d1,d2")
@@ -547,8 +591,6 @@ def _n_classes(args, y_tr, y_val, y_te):
 def _schedule(args, n_train):
     from . import schedules
     if args.schedule == "constant":
-        if args.warmup is not None:
-            raise UsageError("--warmup needs --schedule linear or cyclical")
         return args.beta
     warmup = args.warmup or DEFAULT_WARMUP
     steps = warmup * -(-n_train // args.batch_size)      # epochs -> optimizer steps
@@ -626,6 +668,11 @@ def cmd_train(args) -> int:
     # final test negative ELBO: -ELBO per test example, one sample each, seeded noise
     neg_elbo = -model.elbo(x_te, rng=np.random.default_rng([args.seed, 3]), **_labels_kw(model, y_te))
     config["test_neg_elbo"] = float(np.mean(neg_elbo))
+    from .metrics import run_metrics
+    metrics = run_metrics(model, data=args.data, x_train=x_tr, y_train=y_tr, x_test=x_te,
+                          y_test=y_te, test_neg_elbo=config["test_neg_elbo"], seconds=seconds,
+                          seed=args.seed)
+    written.append(svio.write_json_atomic(os.path.join(out, "metrics.json"), metrics))
     written += _train_figures(model, history, x_te, y_te, out, args.seed)
     written.append(svio.write_json_atomic(os.path.join(out, "config.json"), config))
     _say(f"trained {config['epochs_run']} epochs in {seconds:.1f} s")
@@ -692,6 +739,26 @@ def _train_figures(model, history, x_te, y_te, out, seed):
                               title="decoded means over the 2-D latent grid"),
             os.path.join(out, "manifold.png")))
     return written
+
+
+# ============================================================================ sweep
+def cmd_sweep(args) -> int:
+    from . import sweep
+    if args.scheduler is not None and args.engine != "dask":
+        raise UsageError("--scheduler needs --engine dask")
+    options = sweep.train_options_of(args)
+    try:
+        result = sweep.run(args.grid, range(args.seed, args.seed + args.seeds), engine=args.engine,
+                           n_jobs=args.jobs, out=args.out, scheduler=args.scheduler,
+                           progress=not args.quiet, **options)
+    except sweep.GridError as e:
+        raise UsageError(str(e)) from None
+    _say(f"{result.finished} runs finished, {result.failed} failed, {result.skipped} already "
+         f"in {result.runs_csv}")
+    _say("wrote:")
+    for p in result.written:
+        _say(f"  {p}")
+    return 0 if result.failed == 0 else 1
 
 
 # ============================================================================ eval, sample, ...

@@ -46,7 +46,7 @@ __all__ = [
     "plot_iw_bound", "plot_kl_per_dim", "plot_estimator_variance", "plot_analogies",
     "plot_imputation", "plot_roc",
     "plot_codebook_usage",
-    "plot_posterior_comparison",
+    "plot_posterior_comparison", "plot_sweep",
 ]
 
 _FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -1143,6 +1143,74 @@ def plot_posterior_comparison(z1, z2, log_densities, column_titles, x_images=Non
                 ax.tick_params(labelleft=False)
             panels.append(ax)
     fig.colorbar(cs, ax=panels, label="density / peak density", shrink=0.9)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_sweep(x, series, metrics, path=None, *, xlabel=None, xscale="linear", dpi=100,
+               figsize=None, title=None) -> Figure:
+    """Plot metrics against one swept setting, with error bars: a panel per metric, a line per
+    series (the combination of the other settings).
+
+    Shapes: x (P,) the setting's values, numbers (a numeric axis) or strings (evenly spaced
+    categories); series: a dict label -> (mean (P, M), err (P, M)), the mean over seeds and the
+    half-width of its interval, NaN where a point has no value (or fewer than 2 seeds for err);
+    metrics (M,) the panel titles. ``xscale``: "linear" or "log" (base 2, numeric x only).
+    """
+    path, dpi, figsize = _check_common(path, dpi, figsize)
+    if not _is_sequence(x) or len(x) == 0:
+        raise ValueError("x must be a non-empty sequence of the swept values")
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                  for v in x)
+    xs = _numeric("x", list(x), ndim=1, expected="(P,)") if numeric else np.arange(len(x), dtype=float)
+    if xscale not in ("linear", "log"):
+        raise ValueError(f"xscale must be 'linear' or 'log'; got {xscale!r}")
+    if xscale == "log" and (not numeric or np.any(xs <= 0)):
+        raise ValueError("xscale='log' needs positive numeric x values")
+    names = _strings("metrics", metrics, len(metrics) if _is_sequence(metrics) else -1)
+    if not names:
+        raise ValueError("metrics must name at least one metric")
+    if not isinstance(series, Mapping) or not series:
+        raise TypeError("series must be a non-empty dict label -> (mean, err)")
+    expected = f"({xs.size}, {len(names)})"
+    checked = {}
+    for label, pair in series.items():
+        if not _is_sequence(pair) or len(pair) != 2:
+            raise TypeError(f"series[{label!r}] must be a (mean, err) pair of arrays {expected}")
+        mean = _numeric(f"series[{label!r}] mean", pair[0], ndim=2, expected=expected, allow_nan=True)
+        err = _numeric(f"series[{label!r}] err", pair[1], ndim=2, expected=expected, allow_nan=True)
+        for what, a in (("mean", mean), ("err", err)):
+            if a.shape != (xs.size, len(names)):
+                raise ValueError(f"series[{label!r}] {what} must have shape {expected}; got {a.shape}")
+        if np.any(err[~np.isnan(err)] < 0):
+            raise ValueError(f"series[{label!r}] err must be >= 0 (interval half-widths)")
+        checked[str(label)] = (mean, err)
+    ncols = min(len(names), 3)
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=figsize or (3.6 * ncols, 2.9 * nrows), dpi=dpi, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for j, (ax, name) in enumerate(zip(axes, names)):
+        for label, (mean, err) in checked.items():
+            keep = ~np.isnan(mean[:, j])
+            if keep.any():
+                e = np.nan_to_num(err[keep, j], nan=0.0)
+                ax.errorbar(xs[keep], mean[keep, j], yerr=e, marker="o", markersize=4, capsize=3,
+                            label=label or None)
+        ax.set_title(name, fontsize=9)
+        if xscale == "log":
+            ax.set_xscale("log", base=2)
+        if numeric:
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        else:
+            ax.set_xticks(xs, [str(v) for v in x])
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    if len(checked) > 1 or next(iter(checked)):
+        axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _finish(fig, path, dpi)

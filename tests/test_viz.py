@@ -80,6 +80,14 @@ def _cases():
         "plot_posterior_holes": (viz.plot_posterior_holes,
                                  (g1, g2, log_q[0], log_p[0], log_q[0] < log_p[0] - 0.5, img(3),
                                   img(2)), {"hole_mass": 0.1}),
+        "plot_sweep_numeric": (viz.plot_sweep,
+                               ([2, 4, 8], {"beta=1": (rng.normal(size=(3, 2)), np.full((3, 2), 0.1)),
+                                            "beta=2": (np.array([[1.0, np.nan], [2.0, 1.0], [3.0, 2.0]]),
+                                                       np.full((3, 2), np.nan))},
+                                ["test_neg_elbo", "seconds"]), {"xscale": "log", "xlabel": "d"}),
+        "plot_sweep_categories": (viz.plot_sweep,
+                                  (["vae", "hvae"], {"": (rng.normal(size=(2, 4)), np.ones((2, 4)))},
+                                   list("abcd")), {}),
     }
 
 
