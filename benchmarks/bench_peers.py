@@ -70,9 +70,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+INITIAL_ENV = dict(os.environ)  # before anything (importing scratchvae sets OMP_WAIT_POLICY)
 
-import _common as C  # benchmarks/ is sys.path[0] when this script runs
+import numpy as np  # noqa: E402
+
+import _common as C  # noqa: E402  (benchmarks/ is sys.path[0] when this script runs)
 
 ARCHS = {"784-400-20": (784, 400, 20), "64-32-8": (64, 32, 8)}
 BATCHES = (1, 32, 128, 512)
@@ -348,11 +350,12 @@ def worker(args) -> int:
             number = 1
         else:
             raise SystemExit(f"unknown framework {framework!r}")
-        # warm-up: compile (numba / XLA), first allocations, then at least 0.2 s of steps
-        fn()
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < (0.0 if number == 1 else 0.2):
+        if number != 1:  # (make_sv_fit has warmed up its fit already)
+            # warm-up: compile (numba / XLA), first allocations, then at least 0.2 s of steps
             fn()
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.2:
+                fn()
         info.setdefault("warmup_s", {})[point] = round(time.perf_counter() - t_build, 2)
         t = C.median_time(fn, args.min_time, args.repeats, number=number)
         per_step = t.median / (steps if framework.startswith("sv-fit") else 1)
@@ -370,7 +373,10 @@ def run_worker(framework, archs, dtype, batches, args) -> dict:
            "--dtype", dtype, "--batches", ",".join(map(str, batches)),
            "--min-time", str(args.min_time), "--repeats", str(args.repeats),
            "--max-tries", str(args.max_tries)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=C.REPO)
+    # each worker gets the environment this script was started with: the driver imports
+    # scratchvae (which sets OMP_WAIT_POLICY=passive for its own process), and that setting must
+    # not leak into torch's OpenMP pool
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=C.REPO, env=INITIAL_ENV)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
@@ -452,7 +458,7 @@ def tables(rows, names, markdown) -> str:
 def header(args, names, default) -> list[str]:
     lines = ["# bench_peers: " + " ".join(sys.argv[1:]),
              f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
-    lines += C.env_report()
+    lines += C.env_report(INITIAL_ENV)
     lines.append(f"scratchvae default construction: backend={default!r}")
     lines.append(f"implementations: {', '.join(names)}; rounds {args.rounds}, repeats {args.repeats}, "
                  f"min-time {args.min_time} s, max-tries {args.max_tries}")
@@ -533,6 +539,11 @@ def main(argv=None) -> int:
             print(f"  {dtype} round {r + 1}/{args.rounds} ({' '.join(order)}) "
                   f"{time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
         results[dtype] = cell
+        if len(dtypes) > 1:  # partial tables as each dtype completes
+            part = [row for arch in archs
+                    for row in summarise(cell, names, arch, dtype, args.batches, args.rounds)]
+            print(f"[{dtype} done after {time.perf_counter() - t_start:.0f} s]\n"
+                  + tables(part, names, args.markdown) + "\n", file=sys.stderr, flush=True)
     print("threads and settings reported by each worker (first round):")
     for n, (th, info) in threads.items():
         print(f"  {n}: " + "; ".join(str(v) for v in th.values()) +
