@@ -353,14 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_interpolate)
 
     # ---- gradcheck
-    p = sub.add_parser("gradcheck", parents=[model, common],
+    # a parent of its own: set_defaults on a parser changes the (shared) actions of its parents
+    p = sub.add_parser("gradcheck", parents=[_model_options(), common],
                        help="check the hand-written gradients by finite differences",
                        description="Build a float64 model from the options, take a few examples "
                                    "of --data (or random data with --input-dim), and compare "
                                    "every analytic gradient with central differences. Prints "
                                    "one row per tensor; exit code 1 if any check fails.")
     # K = 2 by default: at K = 1 a missing 1/K or unnormalised IWAE weights check as correct
-    p.set_defaults(samples=2)
+    p.set_defaults(samples=None)   # None: sv.gradcheck's default, K = 2
     g = p.add_argument_group("check")
     g.add_argument("--tol", type=POS_FLOAT, default=1e-6, metavar="F",
                    help="largest relative error that passes (default: %(default)s)")
@@ -521,7 +522,7 @@ def _check_vq_options(args):
             raise UsageError(f"--{given[0].replace('_', '-')} is for --model vqvae")
         return
     for opt, bad in (("--latent-dim", args.latent_dim is not None),
-                     ("--objective iwae", args.objective != "elbo"), ("--samples", args.samples != 1),
+                     ("--objective iwae", args.objective != "elbo"), ("--samples", args.samples not in (None, 1)),
                      ("--beta", args.beta != 1.0), ("--free-bits", args.free_bits != 0.0),
                      ("--schedule", getattr(args, "schedule", "constant") != "constant")):
         if bad:
@@ -857,7 +858,8 @@ def cmd_gradcheck(args) -> int:
     model = _build_model(args, x.shape[1], n_classes, "float64")
     n_params = sum(v.size for v in model.params.values())
     _say(f"gradient check of a float64 {model.model_type} ({n_params} parameters) on {source}; "
-         f"objective {args.objective}, K = {args.samples}, entries per tensor: "
+         f"objective {args.objective}, K = {2 if args.samples is None else args.samples}, "
+         f"entries per tensor: "
          f"{'all' if args.max_entries is None else args.max_entries}")
     report = sv.gradcheck(model, x, y=y, n_samples=args.samples, beta=args.beta,
                           objective=args.objective, free_bits=args.free_bits, seed=args.seed,

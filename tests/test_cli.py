@@ -222,3 +222,14 @@ def test_python_dash_m_help():
     for opt in ("--data", "--epochs", "--latent-dim", "--objective", "--schedule", "--free-bits",
                 "--binarize", "--patience", "--quiet", "--debug", "--model"):
         assert opt in r.stdout, opt
+
+
+def test_gradcheck_checks_two_samples_by_default_and_train_keeps_one():
+    """gradcheck's K = 2 default (K-dependent bugs hide at K = 1) must not leak into train's
+    options, which share the same option definitions."""
+    from scratchvae.cli import build_parser
+    parser = build_parser()
+    assert parser.parse_args(["train"]).samples == 1
+    assert parser.parse_args(["sweep", "--grid", "beta=1", "--out", "x"]).samples == 1
+    assert parser.parse_args(["gradcheck"]).samples is None      # sv.gradcheck's default: 2
+    assert parser.parse_args(["gradcheck", "--samples", "3"]).samples == 3
