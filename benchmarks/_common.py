@@ -7,7 +7,7 @@ Not part of the package and not imported by it. A script in ``benchmarks/`` uses
     import _common as C            # benchmarks/ is on sys.path when a script there is run
     C.add_repo_to_path()           # so ``import scratchvae`` works from a source checkout
 
-Method (NOTES.md section 0 and 3.7): a timing is the median over ``repeats`` repeats of
+Method: a timing is the median over ``repeats`` repeats of
 ``time.perf_counter`` around a loop of ``number`` calls, ``number`` chosen so that one repeat
 takes at least ``min_time`` seconds (30 ms by default). A repeat during which any other process
 used CPU (read from ``/proc/*/stat``) is thrown away and taken again, up to ``max_tries`` times,
