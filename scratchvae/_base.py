@@ -284,13 +284,25 @@ class Model:
         """Write the parameters and the config to one ``.npz`` (atomically); returns its path."""
         config = {"model_type": self.model_type, "args": self.config,
                   "scratchvae_format": FORMAT_VERSION}
-        return _io.save_checkpoint(path, self.params, config)
+        return _io.save_checkpoint(path, dict(self.params, **self._state_arrays()), config)
+
+    def _state_arrays(self) -> dict:
+        """Arrays beyond the parameters that a checkpoint keeps (none here; the VQ-VAE keeps its
+        prior over codes and training state). Keys must not collide with parameter keys."""
+        return {}
+
+    def _load_state_arrays(self, arrays: dict, path) -> None:
+        """Restore what ``_state_arrays`` wrote; ``arrays`` are the checkpoint's non-parameter
+        members. A model that keeps none refuses any."""
+        if arrays:
+            raise ValueError(f"checkpoint {path} has arrays {sorted(arrays)} that are not "
+                             f"parameters of a {type(self).__name__}")
 
     @classmethod
     def load(cls, path):
         """Load a checkpoint written by ``save`` (no pickle). Raises ValueError if the file is
         corrupt, or was written by another model class or architecture."""
-        params, config = _io.load_checkpoint(path)
+        arrays, config = _io.load_checkpoint(path)
         model_type = config.get("model_type")
         if model_type != cls.model_type:
             raise ValueError(f"checkpoint {path} holds a {model_type!r} model; "
@@ -299,6 +311,7 @@ class Model:
             model = cls(**config["args"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"checkpoint {path} has an invalid config: {e}") from e
+        params = {key: arrays.pop(key) for key in list(arrays) if key in model.params}
         if list(params) != list(model.params):
             raise ValueError(f"checkpoint {path} has parameter keys {list(params)}; the model "
                              f"built from its config expects {list(model.params)}")
@@ -308,6 +321,7 @@ class Model:
                 raise ValueError(f"checkpoint {path}: parameter {key} has shape {v.shape} and "
                                  f"dtype {v.dtype}; expected {want.shape} {want.dtype}")
         model.params = {key: np.ascontiguousarray(v) for key, v in params.items()}
+        model._load_state_arrays(arrays, path)
         return model
 
     def __repr__(self):

@@ -25,9 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import io as _io
 from . import quantize
-from ._base import FORMAT_VERSION, Model
+from ._base import Model
 from ._checks import check_choice, check_float, check_int, check_rng, check_sizes
 from .code_prior import CodePrior
 from .kernels import ACTIVATION_CODES
@@ -390,35 +389,3 @@ class VQVAE(Model):
         if "state.ema_count" in arrays:
             self._ema = quantize.EMAState(np.array(arrays["state.ema_count"], self.dtype),
                                           np.array(arrays["state.ema_sum"], self.dtype))
-
-    def save(self, path) -> str:
-        """Write the parameters, the prior over codes, the training state and the config to one
-        ``.npz`` (atomically); returns its path."""
-        config = {"model_type": self.model_type, "args": self.config,
-                  "scratchvae_format": FORMAT_VERSION}
-        return _io.save_checkpoint(path, dict(self.params, **self._state_arrays()), config)
-
-    @classmethod
-    def load(cls, path):
-        """Load a checkpoint written by ``save`` (no pickle); ValueError for a corrupt file or
-        one of another model class or architecture."""
-        arrays, config = _io.load_checkpoint(path)
-        if config.get("model_type") != cls.model_type:
-            raise ValueError(f"checkpoint {path} holds a {config.get('model_type')!r} model; "
-                             f"{cls.__name__}.load expects {cls.model_type!r}")
-        try:
-            model = cls(**config["args"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint {path} has an invalid config: {e}") from e
-        params = {key: arrays.pop(key) for key in list(arrays) if key in model.params}
-        if list(params) != list(model.params):
-            raise ValueError(f"checkpoint {path} has parameter keys {list(params)}; the model "
-                             f"built from its config expects {list(model.params)}")
-        for key, v in params.items():
-            want = model.params[key]
-            if v.shape != want.shape or v.dtype != want.dtype:
-                raise ValueError(f"checkpoint {path}: parameter {key} has shape {v.shape} and "
-                                 f"dtype {v.dtype}; expected {want.shape} {want.dtype}")
-        model.params = {key: np.ascontiguousarray(v) for key, v in params.items()}
-        model._load_state_arrays(arrays, path)
-        return model
