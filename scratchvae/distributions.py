@@ -191,10 +191,16 @@ def _sum_to(g, shape):
 
 
 # ------------------------------------------------------------------ likelihoods p(x|z)
-class LikelihoodCache(NamedTuple):
+class GaussianCache(NamedTuple):
     x: np.ndarray        # (B, D)
     out: np.ndarray      # (K, B, D)
-    logvar: np.ndarray | None   # (D,) for gaussian, None for bernoulli
+    logvar: np.ndarray   # (D,)
+
+
+class BernoulliCache(NamedTuple):
+    x: np.ndarray        # (B, D)
+    out: np.ndarray      # (K, B, D) logits
+    e: np.ndarray        # (K, B, D) exp(-|out|), shared by softplus and the backward's sigmoid
 
 
 def bernoulli_loglik_forward(x, out, *, k: Kernels):
@@ -204,20 +210,22 @@ def bernoulli_loglik_forward(x, out, *, k: Kernels):
     Equation: log p(x|z_k) = sum_i x_i out_i - softplus(out_i),
               softplus(t) = max(t, 0) + log1p(exp(-|t|)).
     """
-    return k.bernoulli_ll_fwd(x, out), LikelihoodCache(x, out, None)
+    ll, e = k.bernoulli_ll_fwd(x, out)   # e = exp(-|out|), which the backward's sigmoid reuses
+    return ll, BernoulliCache(x, out, e)
 
 
-def bernoulli_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
+def bernoulli_loglik_backward(dll, cache: BernoulliCache, *, k: Kernels):
     """Gradient with respect to the logits.
 
     Shapes: dll (K, B) -> dout (K, B, D).
-    Equation: dout = dll * (x - sigmoid(out)).
+    Equation: dout = dll * (x - sigmoid(out)),
+              sigmoid(out) = 1 / (1 + e) for out >= 0, e / (1 + e) for out < 0, e = exp(-|out|).
     Derivation: docs/derivations.md, "Bernoulli likelihood".
     """
-    return k.bernoulli_ll_bwd(dll, cache.x, cache.out)
+    return k.bernoulli_ll_bwd(dll, cache.x, cache.out, cache.e)
 
 
-def bernoulli_loglik_dx(dll, cache: LikelihoodCache, *, k: Kernels):
+def bernoulli_loglik_dx(dll, cache: BernoulliCache, *, k: Kernels):
     """Gradient with respect to the data x (for input-gradient checks), on the host.
 
     Shapes: dll (K, B) -> dx (B, D).
@@ -233,10 +241,10 @@ def gaussian_loglik_forward(x, out, logvar, *, k: Kernels):
     Shapes: x (B, D), out (K, B, D) means, logvar (D,) -> ll (K, B).
     Equation: log p(x|z_k) = -1/2 sum_i [ (x_i - out_i)^2 exp(-logvar_i) + logvar_i + log(2 pi) ].
     """
-    return k.gaussian_ll_fwd(x, out, logvar), LikelihoodCache(x, out, logvar)
+    return k.gaussian_ll_fwd(x, out, logvar), GaussianCache(x, out, logvar)
 
 
-def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
+def gaussian_loglik_backward(dll, cache: GaussianCache, *, k: Kernels):
     """Gradients with respect to the means and the log-variance vector.
 
     Shapes: dll (K, B) -> dout (K, B, D), dlogvar (D,).
@@ -247,7 +255,7 @@ def gaussian_loglik_backward(dll, cache: LikelihoodCache, *, k: Kernels):
     return k.gaussian_ll_bwd(dll, cache.x, cache.out, cache.logvar)
 
 
-def gaussian_loglik_dx(dll, cache: LikelihoodCache, *, k: Kernels):
+def gaussian_loglik_dx(dll, cache: GaussianCache, *, k: Kernels):
     """Gradient with respect to the data x, on the host. Shapes: dll (K, B) -> dx (B, D).
     Equation: dx = -sum_k dll_k * (x - out_k) exp(-logvar)  (the negative of dout, summed over k).
     Derivation: docs/derivations.md, "Input gradient"."""

@@ -87,6 +87,7 @@ class Optimizer:
         for name, value in self._check_hyper(**hyper).items():
             setattr(self, name, value)
         self._k = None
+        self._hyper_seen = None  # the hyperparameter values _checked_hyper last validated
         self.backend = None
         if backend is not None:
             self.set_backend(backend)
@@ -114,11 +115,21 @@ class Optimizer:
         self._k = k
         self.backend = name
 
+    def _checked_hyper(self) -> dict:
+        """The hyperparameters, validated (they are attributes a schedule may set between steps);
+        validated again only when one has changed since the last step."""
+        values = tuple(getattr(self, n) for n in self.hyper_names)
+        if values != self._hyper_seen:
+            self._hyper_checked = self._check_hyper(**dict(zip(self.hyper_names, values)))
+            self._hyper_seen = values
+        return self._hyper_checked
+
     def _kernels_for(self, params):
         """The explicit backend's kernels, or those for where ``params`` live."""
         if self.backend is not None:
             return self._k
-        name = "cuda" if any(is_device_array(p) for p in params.values()) else "numba"
+        on_device = any(type(p) is not np.ndarray and is_device_array(p) for p in params.values())
+        name = "cuda" if on_device else "numba"
         if self._k is None or self._k.name != name:
             self._k = get_kernels(name, validate=False)
         return self._k
@@ -138,7 +149,7 @@ class Optimizer:
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
         k = self._kernels_for(params)
-        hyper = self._check_hyper(**{n: getattr(self, n) for n in self.hyper_names})
+        hyper = self._checked_hyper()
         grads = self._check_step_args(params, grads, check_finite)
         if self.t == 0:  # state lives where the parameters live (to_device: host -> device)
             for slot in self.slots:
@@ -243,13 +254,16 @@ class Optimizer:
                         "(call reset() to start over)")
         checked = {}
         for key, p in params.items():
-            name, g = f"grads[{key!r}]", grads[key]
-            if is_device_array(g):
-                _check_device_array(name, g, p.shape, p.dtype)
-            else:
-                g = check_array(name, g, shape=p.shape, dtype=p.dtype, finite=False)
+            g = grads[key]
+            if not (type(g) is np.ndarray and g.shape == p.shape and g.dtype == p.dtype
+                    and g.flags.c_contiguous):  # else the checks that name what is wrong
+                if is_device_array(g):
+                    _check_device_array(f"grads[{key!r}]", g, p.shape, p.dtype)
+                else:
+                    g = check_array(f"grads[{key!r}]", g, shape=p.shape, dtype=p.dtype,
+                                    finite=False)
             if check_finite and not self._k.all_finite(g):  # the kernels _kernels_for chose
-                raise ValueError(f"{name} must be finite; it has NaN or inf entries")
+                raise ValueError(f"grads[{key!r}] must be finite; it has NaN or inf entries")
             checked[key] = g
         return checked
 
@@ -285,6 +299,8 @@ class Adam(Optimizer):
         v    = beta2 * v + (1 - beta2) * g^2
         mhat = m / (1 - beta1^t),   vhat = v / (1 - beta2^t)
         p    = p - lr * mhat / (sqrt(vhat) + eps)
+    computed as p - (lr / c1) m / (sqrt(v) / sqrt(c2) + eps), c1 = 1 - beta1^t, c2 = 1 - beta2^t,
+    with subnormal entries of m and v set to 0 (docs/derivations.md, "Optimizer updates").
     """
 
     slots = ("m", "v")

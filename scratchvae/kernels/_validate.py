@@ -37,7 +37,7 @@ SPECS = {
     "kl_fwd": ("mu:B,d", "logvar:B,d"),
     "kl_bwd": ("dkl:B", "mu:B,d", "logvar:B,d"),
     "bernoulli_ll_fwd": ("x:B,D", "out:K,B,D"),
-    "bernoulli_ll_bwd": ("dll:K,B", "x:B,D", "out:K,B,D"),
+    "bernoulli_ll_bwd": ("dll:K,B", "x:B,D", "out:K,B,D", "e:K,B,D"),
     "gaussian_ll_fwd": ("x:B,D", "out:K,B,D", "logvar:D"),
     "gaussian_ll_bwd": ("dll:K,B", "x:B,D", "out:K,B,D", "logvar:D"),
     "logsumexp": ("a:K,B",),

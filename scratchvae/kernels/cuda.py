@@ -59,6 +59,7 @@ from . import _jit
 from ._activation_codes import ELU, ELU_ALPHA, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 
 from .numpy_ref import LOG_2PI  # noqa: E402  (one definition of the constant)
+from .numpy_ref import adam_scalars  # noqa: E402  (one definition of Adam's bias corrections)
 
 NO_CUDA_MESSAGE = (
     "backend 'cuda' needs an NVIDIA GPU with a CUDA driver; none was found. To run the CUDA "
@@ -415,8 +416,9 @@ def kl_bwd(dkl, mu, logvar, *, ws=None):
 
 # ---------------------------------------------------------------- likelihoods
 @cuda.jit
-def _bernoulli_fwd_kernel(x, out, ll):
-    """ll[k, b] = sum_i x_i out_i - softplus(out_i), one thread per row (k, b)."""
+def _bernoulli_fwd_kernel(x, out, ll, ex):
+    """ll[k, b] = sum_i x_i out_i - softplus(out_i), one thread per row (k, b); each writes its
+    row of ex = exp(-|out|) for the backward."""
     e = cuda.grid(1)
     nk, nb = ll.shape
     if e < nk * nb:
@@ -426,39 +428,45 @@ def _bernoulli_fwd_kernel(x, out, ll):
         acc = zero
         for j in range(out.shape[2]):
             o = out[k, i, j]
-            acc += x[i, j] * o - ((o if o > zero else zero) + math.log1p(math.exp(-abs(o))))  # x o - softplus(o)
+            t = math.exp(-abs(o))
+            ex[k, i, j] = t
+            acc += x[i, j] * o - ((o if o > zero else zero) + math.log1p(t))  # x o - softplus(o)
         ll[k, i] = acc
 
 
 def bernoulli_ll_fwd(x, out, *, ws=None):
-    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B)."""
+    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B); also
+    e = exp(-|out|) (K, B, D) for the backward. Returns (ll, e)."""
     on_device = _any_on_device(x, out)
     d_x, d_out = _dev(ws, x, out)
     d_ll = _device_empty(ws, out.shape[:2], out.dtype)
-    _launch_1d(_bernoulli_fwd_kernel, out.shape[0] * out.shape[1], d_x, d_out, d_ll)
-    return _result(ws, on_device, d_ll)
+    d_e = _device_empty(ws, out.shape, out.dtype)
+    _launch_1d(_bernoulli_fwd_kernel, out.shape[0] * out.shape[1], d_x, d_out, d_ll, d_e)
+    return _result(ws, on_device, d_ll), _result(ws, on_device, d_e)
 
 
 @cuda.jit
-def _bernoulli_bwd_kernel(dll, x, out, dout):
-    """dout = dll * (x - sigmoid(out)), one thread per element of (K, B, D)."""
+def _bernoulli_bwd_kernel(dll, x, out, ex, dout):
+    """dout = dll * (x - sigmoid(out)), sigmoid from ex = exp(-|out|); one thread per element
+    of (K, B, D)."""
     e = cuda.grid(1)
     nk, nb, nd = out.shape
     if e < nk * nb * nd:
         k = e // (nb * nd)
         i = (e // nd) % nb
         j = e % nd
-        half = dout.dtype.type(0.5)
-        s = half * math.tanh(half * out[k, i, j]) + half
+        one = dout.dtype.type(1)
+        t = ex[k, i, j]
+        s = one / (one + t) if out[k, i, j] >= 0 else t / (one + t)
         dout[k, i, j] = dll[k, i] * (x[i, j] - s)
 
 
-def bernoulli_ll_bwd(dll, x, out, *, ws=None):
-    """dout = dll * (x - sigmoid(out)), (K, B, D)."""
-    on_device = _any_on_device(dll, x, out)
-    d_dll, d_x, d_out = _dev(ws, dll, x, out)
+def bernoulli_ll_bwd(dll, x, out, e, *, ws=None):
+    """dout = dll * (x - sigmoid(out)), (K, B, D), sigmoid from the forward's e = exp(-|out|)."""
+    on_device = _any_on_device(dll, x, out, e)
+    d_dll, d_x, d_out, d_e = _dev(ws, dll, x, out, e)
     d_dout = _device_empty(ws, out.shape, out.dtype)
-    _launch_1d(_bernoulli_bwd_kernel, out.size, d_dll, d_x, d_out, d_dout)
+    _launch_1d(_bernoulli_bwd_kernel, out.size, d_dll, d_x, d_out, d_e, d_dout)
     return _result(ws, on_device, d_dout)
 
 
@@ -679,25 +687,34 @@ def copyto(dst, src):
 
 # ---------------------------------------------------------------- optimizer updates (in place)
 @cuda.jit
-def _sgd_kernel(p, g, velocity, lr, momentum):
-    """velocity = momentum velocity + g; p -= lr velocity; flat arrays, one thread each."""
+def _sgd_kernel(p, g, velocity, lr, momentum, tiny):
+    """velocity = momentum velocity + g (subnormals flushed to 0); p -= lr velocity; flat
+    arrays, one thread each."""
     i = cuda.grid(1)
     if i < p.size:
         vi = momentum * velocity[i] + g[i]
+        if abs(vi) < tiny:  # numpy_ref.flush_subnormal (NaN kept)
+            vi = vi - vi  # +0 in the dtype
         velocity[i] = vi
         p[i] = p[i] - lr * vi
 
 
 @cuda.jit
-def _adam_kernel(p, g, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, c1, c2, eps):
-    """Adam with bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t; flat arrays."""
+def _adam_kernel(p, g, m, v, step, beta1, one_m_beta1, beta2, one_m_beta2, inv_sqrt_c2, eps,
+                 tiny):
+    """Adam as numpy_ref.adam_step computes it (step = lr / c1, inv_sqrt_c2 = 1 / sqrt(c2));
+    flat arrays."""
     i = cuda.grid(1)
     if i < p.size:
         mi = beta1 * m[i] + one_m_beta1 * g[i]
         vi = beta2 * v[i] + one_m_beta2 * g[i] * g[i]
+        if abs(mi) < tiny:  # numpy_ref.flush_subnormal (NaN kept)
+            mi = mi - mi
+        if abs(vi) < tiny:
+            vi = vi - vi  # +0 in the dtype
         m[i] = mi
         v[i] = vi
-        p[i] = p[i] - lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
+        p[i] = p[i] - step * mi / (math.sqrt(vi) * inv_sqrt_c2 + eps)
 
 
 @cuda.jit
@@ -732,17 +749,20 @@ def _update_in_place(kernel, state, g, scalars):
 
 
 def sgd_step(p, g, velocity, lr, momentum):
-    """velocity = momentum * velocity + g;  p -= lr * velocity  (momentum 0: p -= lr * g)."""
+    """velocity = momentum * velocity + g (subnormals flushed to 0);  p -= lr * velocity."""
     t = p.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
-    _update_in_place(_sgd_kernel, (p, velocity), g, (t(lr), t(momentum)))
+    _update_in_place(_sgd_kernel, (p, velocity), g,
+                     (t(lr), t(momentum), t(np.finfo(p.dtype).tiny)))
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
-    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr * mhat / (sqrt(vhat) + eps),
-    mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), t = 1, 2, ... the step count."""
+    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2 (subnormals flushed to 0);
+    p -= lr * mhat / (sqrt(vhat) + eps), mhat = m / (1 - b1^t), vhat = v / (1 - b2^t),
+    t = 1, 2, ... the step count; computed as numpy_ref.adam_step says."""
     f = p.dtype.type
-    scalars = (f(lr), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2),
-               f(1.0 - beta1**t), f(1.0 - beta2**t), f(eps))
+    step, inv_sqrt_c2 = adam_scalars(lr, beta1, beta2, t)
+    scalars = (f(step), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(inv_sqrt_c2),
+               f(eps), f(np.finfo(p.dtype).tiny))
     _update_in_place(_adam_kernel, (p, m, v), g, scalars)
 
 

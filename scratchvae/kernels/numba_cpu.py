@@ -28,6 +28,8 @@ Shapes and equations: the table in ``scratchvae/kernels/__init__.py``.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .workspace import empty
@@ -37,6 +39,7 @@ from ._jit import REDUCE, STRICT, cached_njit
 from .numpy_ref import copyto, to_device, to_host  # noqa: F401
 
 from .numpy_ref import LOG_2PI  # noqa: E402  (one definition of the constant)
+from .numpy_ref import adam_scalars  # noqa: E402  (one definition of Adam's bias corrections)
 _c = np.ascontiguousarray  # returns its argument itself (no copy) when that is C-contiguous
 
 
@@ -122,7 +125,7 @@ def matmul_bt(a, b, *, ws=None):
 # ---------------------------------------------------------------- bias + activation
 @cached_njit(**STRICT)
 def _bias_piecewise_fwd(z, b, act, h, y):
-    """h = z + b; y = relu / leaky_relu / identity of h, in one pass. (N, F), (F,) -> 2x (N, F)
+    """h = z + b; y = relu / leaky_relu of h, in one pass. (N, F), (F,) -> 2x (N, F)
     written into the given h and y.
 
     The activation branch sits outside the loops (one loop per activation), so each inner
@@ -137,18 +140,12 @@ def _bias_piecewise_fwd(z, b, act, h, y):
                 hij = z[i, j] + b[j]
                 h[i, j] = hij
                 y[i, j] = hij if hij > zero else zero
-    elif act == LEAKY_RELU:
+    else:  # LEAKY_RELU
         for i in range(n):
             for j in range(f):
                 hij = z[i, j] + b[j]
                 h[i, j] = hij
                 y[i, j] = hij if hij > zero else slope * hij
-    else:  # IDENTITY
-        for i in range(n):
-            for j in range(f):
-                hij = z[i, j] + b[j]
-                h[i, j] = hij
-                y[i, j] = hij
 
 
 @cached_njit(**STRICT)
@@ -214,10 +211,18 @@ def _sigmoid(h, s):
 
 
 def bias_act_fwd(z, b, act, *, ws=None):
-    """h = z + b; y = f(h). Returns (h, y), both (N, F). Equations: numpy_ref.act_fwd."""
+    """h = z + b; y = f(h). Returns (h, y), both (N, F). Equations: numpy_ref.act_fwd.
+
+    For the identity (a linear layer: the heads, the decoder's output) y is h itself, one
+    array: nothing writes into either, and the second copy would be one more pass over the
+    layer's output."""
     z, b = _c(z), _c(b)
+    if act == IDENTITY:
+        h = empty(ws, z.shape, z.dtype)
+        _bias_add(z, b, h)
+        return h, h
     h, y = empty(ws, z.shape, z.dtype), empty(ws, z.shape, z.dtype)
-    if act in (RELU, LEAKY_RELU, IDENTITY):
+    if act in (RELU, LEAKY_RELU):
         _bias_piecewise_fwd(z, b, act, h, y)
         return h, y
     _bias_add(z, b, h)
@@ -422,32 +427,38 @@ def _bernoulli_rows(x, out, tail, ll):
 
 
 def bernoulli_ll_fwd(x, out, *, ws=None):
-    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B)."""
+    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B); also
+    e = exp(-|out|) (K, B, D), which the backward's sigmoid reuses. Returns (ll, e)."""
     x, out = _c(x), _c(out)
-    ll, tail = empty(ws, out.shape[:2], out.dtype), empty(ws, out.shape, out.dtype)
-    _bernoulli_rows(x, out, _log1p_exp_neg_abs(out, tail), ll)
-    return ll
+    ll, e, tail = (empty(ws, out.shape[:2], out.dtype), empty(ws, out.shape, out.dtype),
+                   empty(ws, out.shape, out.dtype))
+    _neg_abs(out.reshape(-1), e.reshape(-1))
+    np.exp(e, out=e)
+    np.log1p(e, out=tail)
+    _bernoulli_rows(x, out, tail, ll)
+    return ll, e
 
 
 @cached_njit(**STRICT)
-def _bernoulli_bwd_inplace(dll, x, t):
-    """t <- dll * (x - (0.5 t + 0.5)) in place, where t = tanh(out / 2) (so 0.5t+0.5 = sigma)."""
-    k_, b_, d_ = t.shape
-    half = t.dtype.type(0.5)
+def _bernoulli_bwd(dll, x, out, e, dout):
+    """dout = dll * (x - s), s = sigmoid(out) = 1 / (1 + e) (out >= 0) or e / (1 + e), given
+    e = exp(-|out|) (numpy_ref.sigmoid_from_exp); one pass, written into dout."""
+    k_, b_, d_ = out.shape
+    zero, one = out.dtype.type(0), out.dtype.type(1)
     for k in range(k_):
         for i in range(b_):
             g = dll[k, i]
             for j in range(d_):
-                t[k, i, j] = g * (x[i, j] - (half * t[k, i, j] + half))
+                ej = e[k, i, j]
+                s = one / (one + ej) if out[k, i, j] >= zero else ej / (one + ej)
+                dout[k, i, j] = g * (x[i, j] - s)
 
 
-def bernoulli_ll_bwd(dll, x, out, *, ws=None):
-    """dout = dll * (x - sigmoid(out)), (K, B, D)."""
-    dll, x, out = _c(dll), _c(x), _c(out)
+def bernoulli_ll_bwd(dll, x, out, e, *, ws=None):
+    """dout = dll * (x - sigmoid(out)), (K, B, D), sigmoid from the forward's e = exp(-|out|)."""
+    dll, x, out, e = _c(dll), _c(x), _c(out), _c(e)
     dout = empty(ws, out.shape, out.dtype)
-    np.multiply(out, 0.5, out=dout)
-    np.tanh(dout, out=dout)
-    _bernoulli_bwd_inplace(dll, x, dout)
+    _bernoulli_bwd(dll, x, out, e, dout)
     return dout
 
 
@@ -595,21 +606,26 @@ def all_finite(a):
 # between the BLAS calls of a training step it saved under 5% (benchmarks/bench_kernels.py,
 # time_optimizer_parallel; see also _jit.py).
 @cached_njit(**STRICT)
-def _sgd(p, g, velocity, lr, momentum):
+def _sgd(p, g, velocity, lr, momentum, tiny):
+    zero = p.dtype.type(0)
     for i in range(p.size):
         vi = momentum * velocity[i] + g[i]
+        vi = zero if abs(vi) < tiny else vi  # flush_subnormal (NaN kept)
         velocity[i] = vi
         p[i] = p[i] - lr * vi
 
 
 @cached_njit(**STRICT)
-def _adam(p, g, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, c1, c2, eps):
+def _adam(p, g, m, v, step, beta1, one_m_beta1, beta2, one_m_beta2, inv_sqrt_c2, eps, tiny):
+    zero = p.dtype.type(0)
     for i in range(p.size):
         mi = beta1 * m[i] + one_m_beta1 * g[i]
         vi = beta2 * v[i] + one_m_beta2 * g[i] * g[i]
+        mi = zero if abs(mi) < tiny else mi  # flush_subnormal (NaN kept)
+        vi = zero if abs(vi) < tiny else vi
         m[i] = mi
         v[i] = vi
-        p[i] = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)  # mhat = m/c1, vhat = v/c2
+        p[i] = p[i] - step * mi / (np.sqrt(vi) * inv_sqrt_c2 + eps)
 
 
 @cached_njit(**STRICT)
@@ -620,13 +636,22 @@ def _adagrad(p, g, s, lr, eps):
         p[i] = p[i] - lr * g[i] / (np.sqrt(si) + eps)
 
 
+def _tiny(dtype):
+    """The smallest normal number of ``dtype``, in that dtype (the flush threshold)."""
+    return dtype.type(np.finfo(dtype).tiny)
+
+
 def _update_in_place(kernel, state, g, scalars):
     """Run ``kernel(p, g, *rest_of_state, *scalars)`` on flat views; ``state = (p, ...)``.
 
     Contiguous state arrays are updated through views; a non-contiguous one is updated on a
     contiguous copy that is then written back, so the caller's array always changes in place.
     """
-    flat = [a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1) for a in state]
+    if all([a.flags.c_contiguous for a in state]):  # the usual case: flat views, no copies
+        flat = [a.reshape(-1) for a in state]
+        kernel(flat[0], _c(g).reshape(-1), *flat[1:], *scalars)
+        return
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in state]
     kernel(flat[0], _c(g).reshape(-1), *flat[1:], *scalars)
     for a, f in zip(state, flat):
         if not a.flags.c_contiguous:
@@ -634,19 +659,24 @@ def _update_in_place(kernel, state, g, scalars):
 
 
 def sgd_step(p, g, velocity, lr, momentum):
-    """velocity = momentum * velocity + g;  p -= lr * velocity  (momentum 0: p -= lr * g)."""
+    """velocity = momentum * velocity + g (subnormals flushed to 0);  p -= lr * velocity."""
     t = p.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
-    _update_in_place(_sgd, (p, velocity), g, (t(lr), t(momentum)))
+    _update_in_place(_sgd, (p, velocity), g, (t(lr), t(momentum), _tiny(p.dtype)))
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
-    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr * mhat / (sqrt(vhat) + eps),
-    mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), t = 1, 2, ... the step count."""
-    f = p.dtype.type
-    # (1 - b^t) etc. in Python float64, then cast: the rounding the NumPy reference does
-    scalars = (f(lr), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2),
-               f(1.0 - beta1**t), f(1.0 - beta2**t), f(eps))
-    _update_in_place(_adam, (p, m, v), g, scalars)
+    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2 (subnormals flushed to 0);
+    p -= lr * mhat / (sqrt(vhat) + eps), mhat = m / (1 - b1^t), vhat = v / (1 - b2^t),
+    t = 1, 2, ... the step count; computed as numpy_ref.adam_step says."""
+    _update_in_place(_adam, (p, m, v), g, _adam_kernel_scalars(p.dtype, lr, beta1, beta2, eps, t))
+
+
+@functools.lru_cache(maxsize=16)  # one step updates every key with the same scalars
+def _adam_kernel_scalars(dtype, lr, beta1, beta2, eps, t):
+    f = dtype.type
+    step, inv_sqrt_c2 = adam_scalars(lr, beta1, beta2, t)  # Python float64, then cast
+    return (f(step), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(inv_sqrt_c2), f(eps),
+            _tiny(dtype))
 
 
 def adagrad_step(p, g, s, lr, eps):

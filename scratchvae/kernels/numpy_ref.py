@@ -7,6 +7,8 @@ read (the numba and cuda kernels take their outputs and temporaries from ``ws``)
 keeps the dtype of its array arguments (Python float scalars do not promote under NumPy 2's rules;
 integer masks are cast with ``astype(h.dtype)`` so float32 stays float32).
 """
+import math
+
 import numpy as np
 
 from ._activation_codes import ELU, ELU_ALPHA, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
@@ -118,13 +120,24 @@ def kl_bwd(dkl, mu, logvar, *, ws=None):
 
 # ---------------------------------------------------------------- likelihoods
 def bernoulli_ll_fwd(x, out, *, ws=None):
-    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i), logits out (K, B, D) -> (K, B)."""
-    return (x * out - softplus(out)).sum(axis=-1)
+    """log p(x|z_k) = sum_i x_i out_i - softplus(out_i), logits out (K, B, D) -> (K, B).
+
+    Also returns e = exp(-|out|) (K, B, D), the exponential that softplus and the backward's
+    sigmoid share: (ll, e)."""
+    e = np.exp(-np.abs(out))
+    return (x * out - softplus(out)).sum(axis=-1), e
 
 
-def bernoulli_ll_bwd(dll, x, out, *, ws=None):
-    """dout = dll * (x - sigmoid(out))  (d softplus / d out = sigmoid(out))."""
-    return dll[..., None] * (x - sigmoid(out))
+def bernoulli_ll_bwd(dll, x, out, e, *, ws=None):
+    """dout = dll * (x - sigmoid(out))  (d softplus / d out = sigmoid(out)), with sigmoid(out)
+    from the forward's e = exp(-|out|): ``sigmoid_from_exp``."""
+    return dll[..., None] * (x - sigmoid_from_exp(out, e))
+
+
+def sigmoid_from_exp(t, e):
+    """sigma(t) = 1 / (1 + e) for t >= 0 and e / (1 + e) for t < 0, given e = exp(-|t|): the same
+    number as 1 / (1 + exp(-t)), computed from an exponential that never overflows."""
+    return np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def gaussian_ll_fwd(x, out, logvar, *, ws=None):
@@ -196,23 +209,48 @@ def copyto(dst, src):
 
 
 # ---------------------------------------------------------------- optimizer updates (in place)
+def flush_subnormal(a):
+    """a = 0 wherever 0 < |a| < the dtype's smallest normal number, in place.
+
+    A decaying optimizer state (m and v of Adam for a weight whose gradient has become exactly
+    zero, say a pixel that is 0 in every image) sinks below the smallest normal float after
+    some hundreds of steps. Arithmetic on such subnormal numbers is an order of magnitude slower
+    on common x86 CPUs (benchmarks/results.md), and a state that small moves no parameter: it
+    is set to 0 instead. NaN compares false and is kept."""
+    a[np.abs(a) < np.finfo(a.dtype).tiny] = 0.0
+
+
 def sgd_step(p, g, velocity, lr, momentum):
-    """velocity = momentum * velocity + g;  p -= lr * velocity  (momentum 0: p -= lr * g)."""
+    """velocity = momentum * velocity + g (subnormal entries flushed to 0);  p -= lr * velocity
+    (momentum 0: p -= lr * g)."""
     velocity *= momentum
     velocity += g
+    flush_subnormal(velocity)
     p -= lr * velocity
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
-    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr * mhat / (sqrt(vhat) + eps),
-    mhat = m / (1 - b1^t), vhat = v / (1 - b2^t), t = 1, 2, ... the step count."""
+    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2 (subnormal entries of both flushed to 0);
+    p -= lr * mhat / (sqrt(vhat) + eps), mhat = m / (1 - b1^t), vhat = v / (1 - b2^t),
+    t = 1, 2, ... the step count.
+
+    The update is computed as (lr / c1) * m / (sqrt(v) * (1 / sqrt(c2)) + eps), c1 = 1 - b1^t,
+    c2 = 1 - b2^t: the same number (sqrt(v / c2) = sqrt(v) / sqrt(c2)) with one division and
+    one square root per entry instead of three divisions, the scalars in float64 first."""
     m *= beta1
     m += (1.0 - beta1) * g
     v *= beta2
     v += (1.0 - beta2) * g * g
-    mhat = m / (1.0 - beta1**t)
-    vhat = v / (1.0 - beta2**t)
-    p -= lr * mhat / (np.sqrt(vhat) + eps)
+    flush_subnormal(m)
+    flush_subnormal(v)
+    step, inv_sqrt_c2 = adam_scalars(lr, beta1, beta2, t)
+    p -= step * m / (np.sqrt(v) * inv_sqrt_c2 + eps)
+
+
+def adam_scalars(lr, beta1, beta2, t):
+    """(lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)) in Python float64: Adam's bias corrections
+    folded into two scalars, which every backend casts to the array dtype."""
+    return lr / (1.0 - beta1**t), 1.0 / math.sqrt(1.0 - beta2**t)
 
 
 def adagrad_step(p, g, s, lr, eps):

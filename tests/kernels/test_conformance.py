@@ -71,7 +71,7 @@ def make_args(name, rng, dtype, dims, act=RELU, scale=1.0):
     if name == "bernoulli_ll_fwd":
         return x, out
     if name == "bernoulli_ll_bwd":
-        return normal(K, B), x, out
+        return normal(K, B), x, out, np.exp(-np.abs(out))
     if name == "gaussian_ll_fwd":
         return x, out, glv
     if name == "gaussian_ll_bwd":
@@ -182,9 +182,9 @@ def _term_scales(name, args, expected):
         return [np.zeros_like(mu), np.zeros_like(mu)]  # products of accurate factors: relative
     if name == "bernoulli_ll_fwd":
         x, out = a64
-        return [(np.abs(x * out) + np.logaddexp(0.0, out)).sum(axis=-1)]
+        return [(np.abs(x * out) + np.logaddexp(0.0, out)).sum(axis=-1), np.exp(-np.abs(out))]
     if name == "bernoulli_ll_bwd":
-        dll, x, out = a64
+        dll, x, out, _ = a64
         return [np.abs(dll)[..., None] * (x + 1.0)]
     if name == "gaussian_ll_fwd":
         x, out, lv = a64
@@ -435,14 +435,14 @@ def _cuda_kernel_signatures(dt):
         "_reparam_bwd_kernel": f"void({a3}, {a3}, {a2}, {a2}, {a2})",
         "_kl_fwd_kernel": f"void({a2}, {a2}, {a1})",
         "_kl_bwd_kernel": f"void({a1}, {a2}, {a2}, {a2}, {a2})",
-        "_bernoulli_fwd_kernel": f"void({a2}, {a3}, {a2})",
-        "_bernoulli_bwd_kernel": f"void({a2}, {a2}, {a3}, {a3})",
+        "_bernoulli_fwd_kernel": f"void({a2}, {a3}, {a2}, {a3})",
+        "_bernoulli_bwd_kernel": f"void({a2}, {a2}, {a3}, {a3}, {a3})",
         "_gaussian_fwd_kernel": f"void({a2}, {a3}, {a1}, {a2})",
         "_gaussian_dout_kernel": f"void({a2}, {a2}, {a3}, {a1}, {a3})",
         "_gaussian_dlogvar_kernel": f"void({a2}, {a2}, {a3}, {a1}, {a1})",
         "_logsumexp_kernel": f"void({a2}, {a1})",
         "_softmax_kernel": f"void({a2}, {a2})",
-        "_sgd_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt})",
+        "_sgd_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt}, {dt})",
         "_adam_kernel": f"void({a1}, {a1}, {a1}, {a1}, {', '.join([dt] * 8)})",
         "_adagrad_kernel": f"void({a1}, {a1}, {a1}, {dt}, {dt})",
         "_add_kernel": f"void({a1}, {a1}, {a1})",

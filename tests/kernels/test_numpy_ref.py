@@ -126,15 +126,31 @@ def test_bernoulli_ll_against_x_log_p_at_moderate_logits():
     x, out = rng.random((3, 5)), rng.uniform(-5, 5, (2, 3, 5))
     p = 1.0 / (1.0 + np.exp(-out))
     hand = (x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=-1)
-    np.testing.assert_allclose(ref.bernoulli_ll_fwd(x, out), hand, rtol=1e-12)
+    np.testing.assert_allclose(ref.bernoulli_ll_fwd(x, out)[0], hand, rtol=1e-12)
 
 
 def test_bernoulli_ll_is_stable_at_extreme_logits():
     x = np.array([[0.0, 1.0, 0.0, 1.0]])
     out = np.array([[[-1000.0, 1000.0, 1000.0, -1000.0]]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        ll = ref.bernoulli_ll_fwd(x, out)
+        ll = ref.bernoulli_ll_fwd(x, out)[0]
     np.testing.assert_allclose(ll, [[-2000.0]], rtol=1e-15)
+
+
+def test_bernoulli_backward_sigmoid_from_the_shared_exp():
+    """The backward's sigmoid, from the forward's e = exp(-|out|), is 1 / (1 + exp(-out)) at
+    moderate logits and exact 0 / 1 limits at extreme ones, without overflow."""
+    out = np.array([[[-30.0, -2.5, -1e-3, 0.0, 1e-3, 2.5, 30.0]]])
+    x = np.full((1, 7), 0.25)
+    ll, e = ref.bernoulli_ll_fwd(x, out)
+    np.testing.assert_array_equal(e, np.exp(-np.abs(out)))
+    dout = ref.bernoulli_ll_bwd(np.ones((1, 1)), x, out, e)
+    np.testing.assert_allclose(dout, x - 1.0 / (1.0 + np.exp(-out)), rtol=1e-15, atol=1e-17)
+    big = np.array([[[-1000.0, 1000.0]]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        _, e_big = ref.bernoulli_ll_fwd(np.zeros((1, 2)), big)
+        d_big = ref.bernoulli_ll_bwd(np.ones((1, 1)), np.zeros((1, 2)), big, e_big)
+    np.testing.assert_array_equal(d_big, [[[-0.0, -1.0]]])
 
 
 def test_gaussian_ll_against_the_normal_log_density():
@@ -193,6 +209,39 @@ def test_adam_first_steps_by_hand():
                                rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_and_sgd_flush_a_decayed_state_to_zero(dtype):
+    """A state whose gradient has become 0 decays by beta each step; once it would be subnormal
+    it is 0 (and stays 0, and the parameter no longer moves), while a normal state is kept."""
+    tiny = np.finfo(dtype).tiny
+    p = np.array([1.0, 1.0, 1.0], dtype)
+    g = np.array([0.0, 0.0, 1.0], dtype)
+    m = np.array([tiny * 1.05, tiny * 2.0, 0.5], dtype)   # 0.9 * 1.05 tiny < tiny: flushed
+    v = np.array([tiny * 1.0005, tiny * 0.5e6, 0.5], dtype)
+    ref.adam_step(p, g, m, v, 0.1, 0.9, 0.999, 1e-8, 3)
+    assert m[0] == 0.0 and np.signbit(m[0]) == False  # noqa: E712  (+0, not -0)
+    assert v[0] == 0.0
+    assert m[1] == dtype(0.9) * dtype(tiny * 2.0) and m[1] >= tiny   # normal: kept as computed
+    assert v[1] == dtype(0.999) * dtype(tiny * 0.5e6)
+    assert p[0] == 1.0     # zero state: no move at all
+    vel = np.array([tiny * 1.5, -tiny * 1.5, np.nan], dtype)
+    ref.sgd_step(np.ones(3, dtype), np.zeros(3, dtype), vel, 0.1, 0.5)
+    assert vel[0] == 0.0 and vel[1] == 0.0 and np.isnan(vel[2])     # NaN is not hidden
+
+
+def test_adam_update_equals_the_bias_corrected_form():
+    """(lr / c1) m / (sqrt(v) / sqrt(c2) + eps) is the textbook lr mhat / (sqrt(vhat) + eps)."""
+    rng = np.random.default_rng(3)
+    p0, g = rng.standard_normal(50), rng.standard_normal(50)
+    m0, v0 = rng.standard_normal(50) * 0.1, rng.random(50) * 0.1
+    p, m, v = p0.copy(), m0.copy(), v0.copy()
+    ref.adam_step(p, g, m, v, 0.01, 0.8, 0.99, 1e-3, 7)
+    m_t = 0.8 * m0 + 0.2 * g
+    v_t = 0.99 * v0 + 0.01 * g * g
+    textbook = p0 - 0.01 * (m_t / (1 - 0.8**7)) / (np.sqrt(v_t / (1 - 0.99**7)) + 1e-3)
+    np.testing.assert_allclose(p, textbook, rtol=1e-14, atol=1e-15)
+
+
 def test_adagrad_step_by_hand():
     p, g, s = np.array([1.0, 0.0]), np.array([3.0, -4.0]), np.zeros(2)
     ref.adagrad_step(p, g, s, 0.5, 1e-8)
@@ -247,9 +296,10 @@ def test_kl_bwd_is_the_vjp_of_kl_fwd(dims, seed):
 @given(dims=DIMS, seed=SEEDS)
 def test_bernoulli_ll_bwd_is_the_vjp_of_bernoulli_ll_fwd(dims, seed):
     rng = np.random.default_rng(seed)
-    dll, x, out = make_args("bernoulli_ll_bwd", rng, F64, dims)
-    dout = ref.bernoulli_ll_bwd(dll, x, out)
-    assert_gradient_close(dout, numerical_vjp(ref.bernoulli_ll_fwd, [x, out], [dll], 1), "dout")
+    dll, x, out, e = make_args("bernoulli_ll_bwd", rng, F64, dims)
+    dout = ref.bernoulli_ll_bwd(dll, x, out, e)
+    ll_only = lambda x, out: ref.bernoulli_ll_fwd(x, out)[0]  # noqa: E731
+    assert_gradient_close(dout, numerical_vjp(ll_only, [x, out], [dll], 1), "dout")
 
 
 @given(dims=DIMS, seed=SEEDS)
