@@ -51,6 +51,9 @@ def _check_device_array(name: str, a, shape, dtype) -> None:
 def _check_param(key: str, p) -> None:
     """A parameter is updated in place, so it must be a writeable C-contiguous float array
     (a NumPy array, or a device array of the cuda backend)."""
+    if type(p) is np.ndarray and p.dtype in FLOAT_DTYPES and p.flags.c_contiguous \
+            and p.flags.writeable:
+        return  # the usual case, in four reads
     name = f"params[{key!r}]"
     if is_device_array(p):
         if np.dtype(p.dtype) not in FLOAT_DTYPES:
@@ -235,13 +238,13 @@ class Optimizer:
             raise TypeError(f"grads must be a dict of arrays; got {type(grads).__name__}")
         if not params:
             raise ValueError("params must not be empty")
-        if set(grads) != set(params):
+        if grads.keys() != params.keys():
             raise ValueError(_key_difference("grads", list(grads), list(params), "params"))
         for key, p in params.items():
             _check_param(key, p)
         if self.t > 0:  # state exists: it must describe these params
             state = self._state[self.slots[0]]
-            if set(state) != set(params):
+            if state.keys() != params.keys():
                 raise ValueError(_key_difference(
                     "params", list(params), list(state),
                     "the optimizer state (call reset() to start over)"))
