@@ -364,16 +364,18 @@ def test_every_array_kernel_takes_ws_and_has_a_no_allocation_case():
 
 
 # ---------------------------------------------------------------- glue kernels
-BLOCK = numba_cpu._FINITE_BLOCK
+# the vectorised loop runs in chunks of (vector width x unroll) entries, at most 128 here, then a
+# remainder loop: a NaN must be found in either, at every edge between them
+EDGES = (15, 16, 63, 64, 127, 128)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("size", [1, 7, BLOCK, BLOCK + 1, 3 * BLOCK - 5])
-def test_all_finite_finds_nan_and_inf_at_first_last_and_block_edges(dtype, bad, size):
+@pytest.mark.parametrize("size", [1, 7, 16, 63, 64, 65, 129, 4096, 4097, 3 * 4096 - 5])
+def test_all_finite_finds_nan_and_inf_at_first_last_and_vector_edges(dtype, bad, size):
     a = np.random.default_rng(size).standard_normal(size).astype(dtype)
     assert numba_cpu.all_finite(a) is True
-    for pos in sorted({0, size - 1, min(BLOCK, size - 1), min(BLOCK - 1, size - 1)}):
+    for pos in sorted({0, size - 1} | {min(e, size - 1) for e in EDGES}):
         b = a.copy()
         b[pos] = bad
         assert numba_cpu.all_finite(b) is False, f"{bad} at {pos} of {size} missed"
