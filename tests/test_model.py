@@ -486,6 +486,17 @@ def test_load_mismatched_architecture_raises(tmp_path):
         sv.VAE.load(path)
 
 
+def test_load_refuses_a_checkpoint_with_arrays_that_are_not_parameters(tmp_path):
+    """A well-formed file whose extra arrays a VAE does not keep (say, a VQ-VAE's code prior
+    saved under a VAE's config) is refused, naming them, rather than silently dropped."""
+    m = sv.VAE(3, (2,), 1)
+    cfg = {"model_type": "vae", "args": m.config, "scratchvae_format": 1}
+    path = svio.save_checkpoint(str(tmp_path / "m.npz"), dict(m.params, **{"prior.logits": np.zeros(4)}),
+                                cfg)
+    with pytest.raises(ValueError, match=r"prior\.logits.*not parameters of a VAE"):
+        sv.VAE.load(path)
+
+
 # ====================================================================== bad input
 def test_astype_checks_dtype():
     with pytest.raises(ValueError, match="dtype"):

@@ -411,31 +411,43 @@ def kl_bwd(dkl, mu, logvar, *, ws=None):
 
 
 # ---------------------------------------------------------------- likelihoods
+# The log1p terms of a row are summed as logs of products: sum_j log1p(e_j) = log prod_j (1 + e_j)
+# over blocks of _TAIL_BLOCK entries. Each factor is in (1, 2], so a block's product is at most
+# 2**64 (no overflow in float32), and a row of 784 needs 13 logs instead of 784 log1p, which
+# are the most expensive part of the likelihood (benchmarks/results.md). The rounding error is
+# that of the products, about 64 ulp per block, well inside a float32 sum's own.
+_TAIL_BLOCK = 64
+
+
 @cached_njit(**REDUCE)
-def _bernoulli_rows(x, out, tail, ll):
-    """ll[k, b] = sum_i x_i out_i - softplus(out_i), softplus(o) = max(o, 0) + tail, where
-    tail = log1p(exp(-|out|)) is given; written into ll (K, B)."""
+def _bernoulli_rows(x, out, e, ll):
+    """ll[k, b] = sum_i x_i out_i - softplus(out_i), softplus(o) = max(o, 0) + log1p(e),
+    where e = exp(-|out|) is given; written into ll (K, B)."""
     k_, b_, d_ = out.shape
-    zero = out.dtype.type(0)
+    zero, one = out.dtype.type(0), out.dtype.type(1)
     for k in range(k_):
         for i in range(b_):
             acc = zero
             for j in range(d_):
                 o = out[k, i, j]
-                acc += x[i, j] * o - ((o if o > zero else zero) + tail[k, i, j])
-            ll[k, i] = acc
+                acc += x[i, j] * o - (o if o > zero else zero)
+            tail = zero  # sum_j log1p(e_j), by blocks of products
+            for start in range(0, d_, _TAIL_BLOCK):
+                prod = one
+                for j in range(start, min(start + _TAIL_BLOCK, d_)):
+                    prod *= one + e[k, i, j]
+                tail += np.log(prod)
+            ll[k, i] = acc - tail
 
 
 def bernoulli_ll_fwd(x, out, *, ws=None):
     """log p(x|z_k) = sum_i x_i out_i - softplus(out_i); logits out (K, B, D) -> (K, B); also
     e = exp(-|out|) (K, B, D), which the backward's sigmoid reuses. Returns (ll, e)."""
     x, out = _c(x), _c(out)
-    ll, e, tail = (empty(ws, out.shape[:2], out.dtype), empty(ws, out.shape, out.dtype),
-                   empty(ws, out.shape, out.dtype))
+    ll, e = empty(ws, out.shape[:2], out.dtype), empty(ws, out.shape, out.dtype)
     _neg_abs(out.reshape(-1), e.reshape(-1))
     np.exp(e, out=e)
-    np.log1p(e, out=tail)
-    _bernoulli_rows(x, out, tail, ll)
+    _bernoulli_rows(x, out, e, ll)
     return ll, e
 
 
