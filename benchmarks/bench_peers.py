@@ -70,7 +70,7 @@ import subprocess
 import sys
 import time
 
-INITIAL_ENV = dict(os.environ)  # before anything (importing scratchvae sets OMP_WAIT_POLICY)
+INITIAL_ENV = dict(os.environ)  # before anything: what every worker gets
 
 import numpy as np  # noqa: E402
 
@@ -373,9 +373,8 @@ def run_worker(framework, archs, dtype, batches, args) -> dict:
            "--dtype", dtype, "--batches", ",".join(map(str, batches)),
            "--min-time", str(args.min_time), "--repeats", str(args.repeats),
            "--max-tries", str(args.max_tries)]
-    # each worker gets the environment this script was started with: the driver imports
-    # scratchvae (which sets OMP_WAIT_POLICY=passive for its own process), and that setting must
-    # not leak into torch's OpenMP pool
+    # each worker gets the environment this script was started with, so that nothing the driver
+    # does to its own environment reaches a peer's thread pools
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=C.REPO, env=INITIAL_ENV)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
