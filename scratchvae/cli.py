@@ -361,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "every analytic gradient with central differences. Prints "
                                    "one row per tensor; exit code 1 if any check fails.")
     # K = 2 by default: at K = 1 a missing 1/K or unnormalised IWAE weights check as correct
-    p.set_defaults(samples=2)   # sv.gradcheck's own default, K = 2
+    p.set_defaults(samples=None)   # None: sv.gradcheck's default, K = 2
+    for action in p._actions:      # this parser's own copy of the option: its help says so
+        if action.dest == "samples":
+            action.help = "Monte Carlo samples z_k per example (default: 2, sv.gradcheck's)"
     g = p.add_argument_group("check")
     g.add_argument("--tol", type=POS_FLOAT, default=1e-6, metavar="F",
                    help="largest relative error that passes (default: %(default)s)")
@@ -858,7 +861,7 @@ def cmd_gradcheck(args) -> int:
     model = _build_model(args, x.shape[1], n_classes, "float64")
     n_params = sum(v.size for v in model.params.values())
     _say(f"gradient check of a float64 {model.model_type} ({n_params} parameters) on {source}; "
-         f"objective {args.objective}, K = {args.samples}, "
+         f"objective {args.objective}, K = {2 if args.samples is None else args.samples}, "
          f"entries per tensor: "
          f"{'all' if args.max_entries is None else args.max_entries}")
     report = sv.gradcheck(model, x, y=y, n_samples=args.samples, beta=args.beta,

@@ -231,8 +231,10 @@ def test_gradcheck_checks_two_samples_by_default_and_train_keeps_one():
     parser = build_parser()
     assert parser.parse_args(["train"]).samples == 1
     assert parser.parse_args(["sweep", "--grid", "beta=1", "--out", "x"]).samples == 1
-    assert parser.parse_args(["gradcheck"]).samples == 2         # sv.gradcheck's default
+    assert parser.parse_args(["gradcheck"]).samples is None      # sv.gradcheck's default: 2
     assert parser.parse_args(["gradcheck", "--samples", "3"]).samples == 3
     import argparse
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert "step (default: 2)" in " ".join(sub.choices["gradcheck"].format_help().split())
+    assert "(default: 2, sv.gradcheck's)" in " ".join(sub.choices["gradcheck"].format_help().split())
+    assert "(default: None)" not in sub.choices["gradcheck"].format_help()
+    assert "step (default: 1)" in " ".join(sub.choices["train"].format_help().split())
