@@ -497,7 +497,7 @@ def grid_log_densities(model, x, axes, y=None):
         ll, logpz, logq = _grid_terms(model, x, y, z[s:s + chunk], mu, logvar, True)
         log_joint[s:s + chunk] = ll + logpz[:, None]
         log_q[s:s + chunk] = logq
-    if model.model_type == "flow":      # q is not the Gaussian: invert the flow
+    if not model.gaussian_posterior:    # q is not the Gaussian: invert the flow
         log_q = model.posterior_log_density(z, x)
     shape = (B,) + tuple(a.size for a in axes[::-1])
     return log_joint.T.reshape(shape), log_q.T.reshape(shape)
@@ -550,10 +550,10 @@ def elbo_gap(model, x, tol=1e-6, max_level=None, y=None, bound=8.0, n_std=10.0):
     """
     x = model.check_x(x)
     y = model.check_y(y, x.shape[0])
-    if model.model_type == "flow":
+    tol, max_level, bound, n_std = _check_quadrature_args(model, tol, max_level, bound, n_std)
+    if not model.gaussian_posterior:
         raise ValueError("elbo_gap integrates under a Gaussian q(z|x); a FlowVAE's q is not "
                          "Gaussian: use mc_elbo_gap (log p(x) by quadrature, the ELBO sampled)")
-    tol, max_level, bound, n_std = _check_quadrature_args(model, tol, max_level, bound, n_std)
     est, _, mu, logvar = _quadrature(model, x, y, tol, max_level, bound, n_std, with_q=True)
     kl_prior = gaussian_kl_per_dim(mu, logvar).sum(axis=1)
     elbo = est["recon"] - kl_prior
@@ -690,13 +690,8 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
     step = max(1, 2 ** 14 // n_elbo_samples)
     for s in range(0, B, step):
         sl = slice(s, s + step)
-        r = model.forward(x[sl], n_samples=n_elbo_samples, rng=rng, **_ykw(_rows(y, sl)),
-                          **({"objective": "iwae"} if getattr(model, "model_type", None) == "flow"
-                             else {}))
-        # per-sample ELBO terms: closed-form KL (VAE, CVAE), the HVAE's sampled KL terms, or
-        # the FlowVAE's log weights log p(x|z) + log p(z) - log q(z|x) (its KL is sampled)
-        per_sample = (r.ll - (r.kl1 + r.kl2) if hasattr(r, "kl1") else r.logw
-                      if getattr(model, "model_type", None) == "flow" else r.ll - r.kl[None, :])
+        # per-sample ELBO terms, as each model defines them (closed-form or sampled KL)
+        per_sample, r = model.elbo_samples(x[sl], n_elbo_samples, rng=rng, **_ykw(_rows(y, sl)))
         ll_mean.append(r.ll.mean(axis=0))
         elbo_mean.append(per_sample.mean(axis=0))
         elbo_var.append(per_sample.var(axis=0, ddof=1) / n_elbo_samples if n_elbo_samples > 1
@@ -719,7 +714,7 @@ def evaluation_report(model, x, k=5000, rng=None, y=None, n_elbo_samples=10, exa
     }
     if exact is None:
         exact = model.latent_dim <= 2 and getattr(model, "model_type", None) in QUADRATURE_MODELS
-    if exact and model.model_type == "flow":    # q is not Gaussian: the ELBO sampled
+    if exact and not model.gaussian_posterior:    # q is not Gaussian: the ELBO sampled
         g = mc_elbo_gap(model, x, n_samples=max(n_elbo_samples, 100), rng=rng, y=y, tol=tol)
         report.update(exact_log_likelihood=float(g.log_px.mean()), gap=g.mean_gap,
                       gap_stderr=g.mean_stderr)

@@ -61,6 +61,7 @@ class FlowVAE(VAE):
 
     model_type = "flow"
     prior = "gaussian"
+    gaussian_posterior = False   # q(z|x) is the flow's, not the base Gaussian ``encode`` returns
 
     def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, flow_length=4,
                  activation="relu", likelihood="bernoulli", output_var=1.0, dtype="float64",
@@ -172,6 +173,13 @@ class FlowVAE(VAE):
         zL, logdet, _ = planar_flow_forward(z0, u, w, b, k=k)
         log_q, _ = flow_log_q_forward(z0, logdet, mu, logvar, k=k)
         return zL, log_q
+
+    def elbo_samples(self, x, n_samples, rng=None, y=None):
+        """The ELBO's one-sample terms, (n_samples, B): the log weights
+        log p(x|z_k) + log p(z_k) - log q(z_k|x) at z_k from the flow (the KL is sampled); and
+        the forward's LossResult."""
+        r = self.forward(x, n_samples=n_samples, rng=rng, y=y, objective="iwae")
+        return r.logw, r
 
     def posterior_log_density(self, z, x, y=None):
         """log q(z_m | x_n) for every pair of a row of z (M, d) and of x (N, D): (M, N).

@@ -293,6 +293,12 @@ class HVAE(VAE):
                       - KL(q(z2|z1_k) || N(0, I)) ]."""
         return super().elbo(x, n_samples=n_samples, rng=rng, y=y, eps=eps)
 
+    def elbo_samples(self, x, n_samples, rng=None, y=None):
+        """The ELBO's one-sample terms, (n_samples, B): log p(x|z1_k) - kl1_k - kl2_k, both KL
+        terms sampled at z1_k (see the module docstring); and the forward's HLossResult."""
+        r = self.forward(x, n_samples=n_samples, rng=rng, y=y)
+        return r.ll - (r.kl1 + r.kl2), r
+
     def log_likelihood(self, x, k=5000, rng=None, y=None, return_stderr=False, max_rows=2**14):
         """Importance-weighted estimate L_k of log p(x) per example, (B,), nats, with the
         two-layer proposal q(z1|x) q(z2|z1).

@@ -42,6 +42,7 @@ class VAE(Model):
     """
 
     model_type = "vae"
+    gaussian_posterior = True   # q(z|x) is the diagonal Gaussian that ``encode`` returns
 
     def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", output_var=1.0, dtype="float64", seed=0,
@@ -192,6 +193,13 @@ class VAE(Model):
         (1/K) sum_k log p(x|z_k) - KL(q(z|x) || N(0, I))."""
         r = self.forward(x, n_samples=n_samples, eps=eps, rng=rng, y=y)
         return r.ll.mean(axis=0) - r.kl
+
+    def elbo_samples(self, x, n_samples, rng=None, y=None):
+        """The ELBO's one-sample terms, (n_samples, B), whose mean over k is ``elbo``:
+        log p(x|z_k) - KL(q(z|x) || N(0, I)) with the closed-form KL; and the forward's
+        LossResult. (The HVAE and the FlowVAE, whose KL is sampled, say theirs.)"""
+        r = self.forward(x, n_samples=n_samples, rng=rng, y=y)
+        return r.ll - r.kl[None, :], r
 
     def log_weights(self, x, n_samples, rng=None, y=None, eps=None):
         """Log importance weights log p(x|z_k) + log p(z_k) - log q(z_k|x), (n_samples, B)."""

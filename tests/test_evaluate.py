@@ -509,3 +509,21 @@ def test_bad_input_names_the_argument():
         ev.format_report("not a dict")
     with pytest.raises(TypeError, match="ks"):
         ev.iw_bound_curve(m2, x, ks=5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sv.VAE(6, (5,), 2, dtype="float64", seed=1),
+    lambda: sv.HVAE(6, latent_dims=(3, 2), hidden_dims=((5,), (4,)), dtype="float64", seed=1),
+    lambda: sv.FlowVAE(6, (5,), 2, flow_length=2, dtype="float64", seed=1),
+], ids=["vae", "hvae", "flow"])
+def test_elbo_samples_average_to_the_models_elbo(make):
+    """Each model's one-sample ELBO terms (what evaluation_report's ELBO and its Monte Carlo
+    error are built from) average over the samples to the model's own ``elbo``, same draws."""
+    model = make()
+    x = np.random.default_rng(0).random((4, 6))
+    terms, _ = model.elbo_samples(x, 7, rng=np.random.default_rng(3))
+    assert terms.shape == (7, 4)
+    np.testing.assert_allclose(terms.mean(axis=0),
+                               model.elbo(x, n_samples=7, rng=np.random.default_rng(3)),
+                               rtol=1e-12, atol=1e-12)
+    assert model.gaussian_posterior is not isinstance(model, sv.FlowVAE)
