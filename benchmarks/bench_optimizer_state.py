@@ -21,23 +21,12 @@ import argparse
 import time
 
 import numpy as np
-from numba import njit
 
 import _common as C
+from bench_ideas import adam_textbook  # the update without the flush, three divisions
 
 C.add_repo_to_path()
 import scratchvae as sv  # noqa: E402
-
-
-@njit(error_model="numpy")
-def _adam_textbook(p, g, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, c1, c2, eps):
-    """The update without the flush: three divisions, subnormal m and v kept."""
-    for i in range(p.size):
-        mi = beta1 * m[i] + one_m_beta1 * g[i]
-        vi = beta2 * v[i] + one_m_beta2 * g[i] * g[i]
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
 
 
 def subnormals(arrays) -> int:
@@ -67,7 +56,7 @@ def main() -> None:
         scal = (f(1e-3), f(0.9), f(0.1), f(0.999), f(0.001), f(1 - 0.9**step), f(1 - 0.999**step),
                 f(1e-8))
         for k, g in grads.items():  # the textbook moments on a scratch copy of p
-            _adam_textbook(model.params[k].copy().reshape(-1), g.reshape(-1), m0[k].reshape(-1),
+            adam_textbook(model.params[k].copy().reshape(-1), g.reshape(-1), m0[k].reshape(-1),
                            v0[k].reshape(-1), *scal)
         opt.step(model.params, grads)
         if step % args.every:
@@ -88,7 +77,7 @@ def main() -> None:
             t0 = time.perf_counter()
             for _ in range(20):
                 for k, g in grads.items():
-                    _adam_textbook(p[k].reshape(-1), g.reshape(-1), ms[k].reshape(-1),
+                    adam_textbook(p[k].reshape(-1), g.reshape(-1), ms[k].reshape(-1),
                                    vs[k].reshape(-1), *scal)
             return (time.perf_counter() - t0) / 20
 
