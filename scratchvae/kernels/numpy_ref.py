@@ -235,8 +235,9 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
     t = 1, 2, ... the step count.
 
     The update is computed as (lr / c1) * m / (sqrt(v) * (1 / sqrt(c2)) + eps), c1 = 1 - b1^t,
-    c2 = 1 - b2^t: the same number (sqrt(v / c2) = sqrt(v) / sqrt(c2)) with one division and
-    one square root per entry instead of three divisions, the scalars in float64 first."""
+    c2 = 1 - b2^t: equal in exact arithmetic (sqrt(v / c2) = sqrt(v) / sqrt(c2)), with one
+    division and one square root per entry instead of three divisions, the scalars in float64
+    first."""
     m *= beta1
     m += (1.0 - beta1) * g
     v *= beta2
