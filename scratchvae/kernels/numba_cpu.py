@@ -696,21 +696,27 @@ def adagrad_step(p, g, s, lr, eps):
 # Every sum runs in the reference's order (coordinates 0..e-1; rows 0..N-1 per code), so the
 # distances, hence the chosen codes, and the scatter-adds agree with numpy_ref to the bit.
 @cached_njit(**STRICT)
+def _sqdist_row(a, i, b, k):
+    """sum_j (a[i, j] - b[k, j])^2, j = 0, 1, ... in order (the reference's order, so that
+    vq_assign's distances, and its ties, are the reference's)."""
+    acc = a.dtype.type(0)
+    for j in range(a.shape[1]):
+        r = a[i, j] - b[k, j]
+        acc += r * r
+    return acc
+
+
+@cached_njit(**STRICT)
 def _vq_assign(z, codebook, idx):
     """idx[n] = argmin_c sum_j (z[n, j] - codebook[c, j])^2; strict < keeps the smallest c on
     a tie. No fastmath: reassociating the sum could break a tie differently from the reference."""
-    n_, e_ = z.shape
-    zero = z.dtype.type(0)
-    for n in range(n_):
+    for n in range(z.shape[0]):
         best = 0
-        best_d2 = zero
+        best_d2 = z.dtype.type(0)
         for c in range(codebook.shape[0]):
-            acc = zero
-            for j in range(e_):
-                diff = z[n, j] - codebook[c, j]
-                acc += diff * diff
-            if c == 0 or acc < best_d2:
-                best, best_d2 = c, acc
+            d2 = _sqdist_row(z, n, codebook, c)
+            if c == 0 or d2 < best_d2:
+                best, best_d2 = c, d2
         idx[n] = best
 
 
@@ -764,13 +770,8 @@ def gather_bwd(drows, idx, n_rows, *, ws=None):
 @cached_njit(**STRICT)
 def _sqdist_fwd(a, b, d):
     """d[n] = sum_j (a[n, j] - b[n, j])^2, written into d (N,)."""
-    zero = a.dtype.type(0)
     for n in range(a.shape[0]):
-        acc = zero
-        for j in range(a.shape[1]):
-            r = a[n, j] - b[n, j]
-            acc += r * r
-        d[n] = acc
+        d[n] = _sqdist_row(a, n, b, n)
 
 
 def sqdist_fwd(a, b, *, ws=None):
