@@ -490,15 +490,15 @@ def grid_log_densities(model, x, axes, y=None):
         z1, z2 = np.meshgrid(axes[0], axes[1])        # (N_2, N_1): rows follow z_2
         z = np.stack([z1.ravel(), z2.ravel()], axis=1)
     B, G = x.shape[0], z.shape[0]
+    gaussian_q = model.gaussian_posterior
     log_joint = np.empty((G, B), model.dtype)
-    log_q = np.empty((G, B), model.dtype)
+    log_q = np.empty((G, B), model.dtype) if gaussian_q else model.posterior_log_density(z, x)
     chunk = max(1, min(MAX_GRID_ROWS, MAX_ELEMENTS // B))
     for s in range(0, G, chunk):
-        ll, logpz, logq = _grid_terms(model, x, y, z[s:s + chunk], mu, logvar, True)
+        ll, logpz, logq = _grid_terms(model, x, y, z[s:s + chunk], mu, logvar, gaussian_q)
         log_joint[s:s + chunk] = ll + logpz[:, None]
-        log_q[s:s + chunk] = logq
-    if not model.gaussian_posterior:    # q is not the Gaussian: invert the flow
-        log_q = model.posterior_log_density(z, x)
+        if gaussian_q:
+            log_q[s:s + chunk] = logq
     shape = (B,) + tuple(a.size for a in axes[::-1])
     return log_joint.T.reshape(shape), log_q.T.reshape(shape)
 
@@ -585,13 +585,12 @@ def mc_elbo_gap(model, x, n_samples=1000, rng=None, log_px=None, y=None, max_row
     y = model.check_y(y, x.shape[0])
     _check_quadrature_model(model, "mc_elbo_gap")
     n = check_int("n_samples", n_samples, min_value=2)
+    max_rows = check_int("max_rows", max_rows, min_value=1)
     rng = _model_rng(model, rng)
     if log_px is None:
         log_px = exact_log_likelihood(model, x, y=y, **quad)
     log_px = check_array("log_px", log_px, shape=(x.shape[0],), dtype=model.dtype)
-    chunk = max(1, max_rows // x.shape[0])
-    logw = np.concatenate([model.log_weights(x, min(chunk, n - i), rng=rng, **_ykw(y))
-                           for i in range(0, n, chunk)])
+    logw = _log_weights(model, x, n, rng, y, max_rows)
     elbo = logw.mean(axis=0)
     se = logw.std(axis=0, ddof=1) / math.sqrt(n)
     gap = log_px - elbo
@@ -615,8 +614,8 @@ def posterior_grid(model, x, axes, y=None):
     """log p(z|x) and log q(z|x) on a 2-D grid, with the grid's own quadrature of log p(x) and of
     the mass of q, e.g. for figures of the exact posterior beside q.
 
-    Shapes: x (B, D); axes two increasing 1-D arrays (N_1,), (N_2,), each of at least 16 points
-    whose spacing is at most the smallest standard deviation of q(z|x)'s base Gaussian on that
+    Shapes: x (B, D); axes two increasing, evenly spaced 1-D arrays (N_1,), (N_2,), each of at
+    least 16 points whose spacing is at most the smallest standard deviation of q(z|x)'s base Gaussian on that
     axis (a coarser grid cannot resolve the posterior: ValueError naming the axis).
     Equation: log p(x) ~ logsumexp_g [log w_g + log p(x, z_g)] (trapezoid weights w_g);
               log p(z|x) = log p(x, z) - log p(x).
@@ -637,6 +636,9 @@ def posterior_grid(model, x, axes, y=None):
                              f"{MIN_GRID_POINTS} increasing points spaced at most "
                              f"{std[j]:.3g} (the smallest std of q(z|x) along z_{j + 1}); got {a.size} points, "
                              f"spacing up to {h.max() if h.size else float('nan'):.3g}")
+        if not np.allclose(h, h[0], rtol=1e-6, atol=0.0):   # the trapezoid weights assume it
+            raise ValueError(f"axes[{j}] must be evenly spaced (the quadrature's weights assume "
+                             f"one spacing); got spacings from {h.min():.3g} to {h.max():.3g}")
     log_joint, log_q = grid_log_densities(model, x, axes, y=y)
     lw = _layout_weights(axes)
     log_px = _logsumexp((log_joint + lw).reshape(x.shape[0], -1).T, axis=0)

@@ -13,8 +13,8 @@ cheap: a run on the bundled digits spends about as long on its metrics as on a f
                             data only, else None; lower is better)
     kl_qz_pz, kl_qz_pz_stderr
                             KL(q(z) || p(z)) of the aggregate posterior, for models with a
-                            standard Gaussian prior, when ``evaluate.aggregate_posterior_kl``
-                            exists (else None)
+                            standard Gaussian prior (``evaluate.aggregate_posterior_kl``; else
+                            None)
     seconds                 wall-clock seconds of the training loop
 
 A metric that does not apply to the model (no ``log_likelihood``, no Gaussian prior) is None.
@@ -67,10 +67,10 @@ def _frechet(model, data, x_tr, y_tr, x_te, rng):
 
 def _aggregate_kl(model, x, y, rng):
     from . import evaluate
-    fn = getattr(evaluate, "aggregate_posterior_kl", None)
-    if fn is None or getattr(model, "prior", None) != "gaussian":
+    if getattr(model, "prior", None) != "gaussian":
         return None, None
-    kl, se = fn(model, x, n_samples=KL_QZ_SAMPLES, rng=rng, **_ykw(model, y))
+    kl, se = evaluate.aggregate_posterior_kl(model, x, n_samples=KL_QZ_SAMPLES, rng=rng,
+                                             **_ykw(model, y))
     return float(kl), float(se)
 
 

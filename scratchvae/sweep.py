@@ -30,6 +30,9 @@ jobs x threads <= cores. The parent process alone writes the sweep's files:
 
 Resuming: runs already in runs.csv (finished or failed) are skipped; a last line that a kill
 cut short is dropped (the file is truncated to its last complete line) and that run is redone.
+A run is recorded as failed only for a failure of its own (an error or a non-zero exit of
+``train``); a run cut off by Ctrl-C or by the loss of its Dask worker is not written, so it is
+redone too.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from ._checks import check_float, check_int
 from .metrics import METRICS
 
 INSTALL_HINT = 'pip install "scratchvae[sweep]"'
@@ -55,6 +59,7 @@ NOT_IN_GRID = {"out": "each run's --out is DIR/runs/<point>-seed<s>",
                "seed": "give the seeds with --seeds (the first is --seed)",
                "quiet": "--quiet is an option of the sweep", "debug": "--debug is an option of the sweep"}
 STATUS_COLUMNS = ("status", "error")
+LOST = "lost"   # a run whose Dask worker died: counted as failed, never written to runs.csv
 CONFIDENCE = 0.95
 
 
@@ -312,10 +317,9 @@ def t_quantile(p, df):
     Equation: for t > 0, P(T > t) = I_x(df/2, 1/2) / 2 with x = df / (df + t^2); the x with
     I_x = 2 (1 - p) is found by bisection (I_x rises with x), then t = sqrt(df (1 - x) / x).
     """
-    if not (isinstance(p, (int, float)) and 0.0 < p < 1.0):
-        raise ValueError(f"p must lie in (0, 1); got {p!r}")
-    if not (isinstance(df, (int, float)) and df > 0 and math.isfinite(df)):
-        raise ValueError(f"df must be a positive number; got {df!r}")
+    p = check_float("p", p, min_value=0.0, max_value=1.0, min_inclusive=False,
+                    max_inclusive=False)
+    df = check_float("df", df, min_value=0.0, min_inclusive=False)
     if p == 0.5:
         return 0.0
     if p < 0.5:
@@ -338,6 +342,8 @@ def mean_interval(values, confidence=CONFIDENCE):
     """(mean, half-width of the t-based interval) of a list of numbers; half-width None for
     fewer than 2 values. Equation: mean +- t_{(1+c)/2, n-1} s / sqrt(n), s the sample sd."""
     n = len(values)
+    if n == 0:
+        raise ValueError("values must hold at least one number")
     mean = math.fsum(values) / n
     if n < 2:
         return mean, None
@@ -409,7 +415,9 @@ def _one_run(key, argv, run_dir, threads):
             return key, "failed", msg.replace("scratchvae train: error: ", "", 1), None
         with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
             return key, "finished", "", json.load(f)
-    except BaseException as e:  # noqa: BLE001 - a failed run is recorded, never raised
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a failed run is recorded, never raised
+        # (a KeyboardInterrupt is not the run's failure: it stops the sweep, and the run is
+        # redone when the sweep is started again)
         return key, "failed", " ".join(f"{type(e).__name__}: {e}".split()), None
 
 
@@ -445,8 +453,8 @@ def _dask_results(tasks, n_jobs, scheduler):
         for future in as_completed(futures):
             try:
                 yield future.result()
-            except Exception as e:   # noqa: BLE001 - a lost worker fails its run only
-                yield futures[future], "failed", " ".join(f"{type(e).__name__}: {e}".split()), None
+            except Exception as e:   # noqa: BLE001 - a lost worker loses its run only
+                yield futures[future], LOST, " ".join(f"{type(e).__name__}: {e}".split()), None
 
 
 def _require(engine):
@@ -588,8 +596,10 @@ def run(grid, seeds, engine="joblib", n_jobs=None, out=None, *, scheduler=None, 
     cores = _cores()
     if n_jobs is None:
         n_jobs = cores
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise GridError(f"n_jobs must be an integer >= 1; got {n_jobs!r}")
+    try:
+        n_jobs = check_int("n_jobs", n_jobs, min_value=1)
+    except (TypeError, ValueError) as e:
+        raise GridError(str(e)) from e
     # jobs x threads <= cores here; on a scheduler's workers, one BLAS thread per run (a worker
     # runs as many runs at once as it has threads)
     threads = 1 if scheduler is not None else max(1, cores // n_jobs)
@@ -676,8 +686,9 @@ def _run_locked(out, grids, grid_cols, points, names, columns, seeds, fixed, act
                   disable=not progress, file=sys.stderr) as bar:
             for key, status, error, metrics in results:
                 metrics = metrics or {}
-                line = _csv_line([*key, *(metrics.get(m) for m in METRICS), status, error])
-                append_line(runs_csv, line)
+                if status != LOST:   # a lost run is not recorded: a resume redoes it
+                    line = _csv_line([*key, *(metrics.get(m) for m in METRICS), status, error])
+                    append_line(runs_csv, line)
                 finished += status == "finished"
                 failed += status != "finished"
                 bar.update(1)
