@@ -49,11 +49,9 @@ def parse_args(argv=None):
 
 
 def posterior_samples(model, x, n, rng):
-    """n draws of z ~ q(z|x) per digit, (n * B, 2): the flow's own sampler, or the Gaussian's."""
-    if hasattr(model, "sample_posterior"):
-        return model.sample_posterior(x, n, rng)[0].reshape(-1, 2)
-    mu, logvar = model.encode(x)
-    return (mu + np.exp(0.5 * logvar) * rng.standard_normal((n,) + mu.shape)).reshape(-1, 2)
+    """n draws of z ~ q(z|x) per digit, (n * B, 2): the model's own sampler (the flow's for a
+    FlowVAE, the Gaussian's for the VAE)."""
+    return model.sample_posterior(x, n, rng)[0].reshape(-1, 2)
 
 
 def window(models, x, rng, n=201, n_samples=4000):

@@ -15,7 +15,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import check_float, check_int, check_rng
+
 KINDS = ("uniform", "categorical", "markov")
+
+
+def check_codes(name, codes, n_latents, n_codes) -> np.ndarray:
+    """``codes`` as a C-contiguous (B, m) int64 array of values in [0, C), m = ``n_latents``
+    (None: any m >= 1), C = ``n_codes``; else ValueError/TypeError naming ``name``."""
+    if not isinstance(codes, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of int64 codes; got {type(codes).__name__}")
+    if codes.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer codes (int64); got dtype {codes.dtype}")
+    m = codes.shape[1] if codes.ndim == 2 and n_latents is None else n_latents
+    if codes.ndim != 2 or codes.shape[1] != m or codes.shape[0] == 0 or m == 0:
+        raise ValueError(f"{name} must have shape (B, n_latents) = (B, {m or 'm'}) with "
+                         f"B >= 1; got {codes.shape}")
+    if codes.min() < 0 or codes.max() >= n_codes:
+        raise ValueError(f"{name} must lie in [0, n_codes) = [0, {n_codes}); got values in "
+                         f"[{codes.min()}, {codes.max()}]")
+    return np.ascontiguousarray(codes, dtype=np.int64)
 
 
 class CodePrior:
@@ -28,7 +47,9 @@ class CodePrior:
     def __init__(self, kind: str, n_latents: int, n_codes: int, log_pi=None, log_trans=None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-        self.kind, self.n_latents, self.n_codes = kind, int(n_latents), int(n_codes)
+        self.kind = kind
+        self.n_latents = check_int("n_latents", n_latents, min_value=1)
+        self.n_codes = check_int("n_codes", n_codes, min_value=1)
         m, c = self.n_latents, self.n_codes
         self.log_pi = np.full((m, c), -np.log(c)) if log_pi is None else np.asarray(log_pi, np.float64)
         self.log_trans = (np.full((m, c, c), -np.log(c)) if log_trans is None
@@ -43,17 +64,18 @@ class CodePrior:
         """Smoothed maximum-likelihood tables from training codes (B, m):
         pi_j(c) = (n_jc + alpha) / (B + C alpha);
         pi_j(b | a) = (n_j,ab + alpha) / (n_{j-1},a + C alpha)."""
-        codes = np.asarray(codes)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+        c = check_int("n_codes", n_codes, min_value=1)
+        codes = check_codes("codes", codes, None, c)
+        alpha = check_float("alpha", alpha, min_value=0.0, min_inclusive=False)
         b, m = codes.shape
-        c = int(n_codes)
         if kind == "uniform":
             return cls("uniform", m, c)
         counts = np.stack([np.bincount(codes[:, j], minlength=c) for j in range(m)]).astype(np.float64)
         log_pi = np.log(counts + alpha) - np.log(b + c * alpha)
         if kind == "categorical":
             return cls("categorical", m, c, log_pi=log_pi)
-        if kind != "markov":
-            raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
         pairs = np.zeros((m, c, c))
         for j in range(1, m):
             np.add.at(pairs[j], (codes[:, j - 1], codes[:, j]), 1.0)
@@ -63,7 +85,7 @@ class CodePrior:
     # ---------------------------------------------------------------- use
     def log_prob(self, codes: np.ndarray) -> np.ndarray:
         """log pi(codes), one value per row of codes (B, m), in nats."""
-        codes = np.asarray(codes)
+        codes = check_codes("codes", codes, self.n_latents, self.n_codes)
         slots = np.arange(self.n_latents)
         if self.kind == "uniform":
             return np.full(codes.shape[0], -self.n_latents * np.log(self.n_codes))
@@ -75,6 +97,8 @@ class CodePrior:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n code vectors (n, m) int64 drawn from the prior (slot by slot for markov)."""
+        n = check_int("n", n, min_value=1)
+        rng = check_rng("rng", rng)
         m, c = self.n_latents, self.n_codes
         out = np.empty((n, m), np.int64)
         probs = np.exp(self.log_pi)

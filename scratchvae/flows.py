@@ -27,7 +27,7 @@ from .distributions import (flow_log_density, flow_log_q_forward, planar_flow_ba
                             planar_flow_forward, reparameterize_backward, reparameterize_forward)
 from .layers import (IDENTITY, add_mlp_params, dense_backward, dense_forward, glorot_uniform,
                      leading_columns, mlp_backward, mlp_forward, mlp_layers, output_net_backward,
-                     output_net_forward)
+                     output_net_forward, put_mlp_grads)
 from .losses import flow_objective_backward, flow_objective_forward
 from .model import VAE
 
@@ -113,8 +113,7 @@ class FlowVAE(VAE):
             if need_da:
                 da = da_h if da is None else k.add(da, da_h)
         da, hidden_grads = mlp_backward(da, hidden, k=k, need_da=need_dx)
-        for i, (dW, db) in enumerate(hidden_grads):
-            grads[f"enc.W{i}"], grads[f"enc.b{i}"] = dW, db
+        put_mlp_grads(grads, "enc", hidden_grads)
         return da
 
     # ------------------------------------------------------------------ forward and backward

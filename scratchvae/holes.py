@@ -65,6 +65,8 @@ def _check_model(model, what: str) -> None:
 
 
 def _check_data(model, x, y):
+    """x by the model's check; y by hand, since any model with the two methods above will do
+    (a conditional one checks its labels again when it encodes)."""
     x = model.check_x(x, "x")
     if y is not None:
         y = np.asarray(y)
@@ -291,14 +293,15 @@ def posterior_holes(model, x, y=None, grid_size=201, extent=4.0, threshold=0.1,
     m = float(in_hole.mean())
     z_h, z_c = zp[in_hole][:n_decode], zp[~in_hole][:n_decode]
     conditional = getattr(model, "conditional", False)
-    if conditional and decode_y is None:
-        decode_y = rng.choice(y, size=n_decode) if y is not None else None
+    if conditional:
+        decode_y = (rng.choice(y, size=n_decode) if decode_y is None
+                    else model.check_y(decode_y, n_decode, "decode_y"))
     decoded = []
     for zs in (z_h, z_c):
         if zs.shape[0] == 0:
             decoded.append(np.empty((0, x.shape[1]), dt))
         else:
-            kw = {"y": np.asarray(decode_y)[:zs.shape[0]]} if conditional else {}
+            kw = {"y": decode_y[:zs.shape[0]]} if conditional else {}
             decoded.append(np.asarray(model.decode(np.ascontiguousarray(zs), **kw)))
     return PosteriorHoles(axis, axis.copy(), log_q, log_p, holes, threshold, hole_mass,
                           hole_coarse, abs(hole_mass - hole_coarse), outside, q_mass, m,

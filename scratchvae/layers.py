@@ -116,7 +116,8 @@ def mlp_backward(da, caches, *, k: Kernels, need_da: bool = True):
     return da, grads[::-1]
 
 
-def _put_mlp_grads(grads: dict, prefix: str, hidden_grads) -> None:
+def put_mlp_grads(grads: dict, prefix: str, hidden_grads) -> None:
+    """grads[prefix.W{i}], grads[prefix.b{i}] from mlp_backward's [(dW_i, db_i), ...]."""
     for i, (dW, db) in enumerate(hidden_grads):
         grads[f"{prefix}.W{i}"], grads[f"{prefix}.b{i}"] = dW, db
 
@@ -155,7 +156,7 @@ def gaussian_net_backward(dmu, dlogvar, cache: GaussianNetCache, prefix: str, gr
         dlogvar, cache.logvar, k=k, need_da=need_head_da)
     da = k.add(da_mu, da_lv) if need_head_da else None
     da, hidden_grads = mlp_backward(da, cache.hidden, k=k, need_da=need_da)
-    _put_mlp_grads(grads, prefix, hidden_grads)
+    put_mlp_grads(grads, prefix, hidden_grads)
     return da
 
 
@@ -176,7 +177,7 @@ def output_net_backward(dout, cache, prefix: str, grads: dict, *, k: Kernels,
     dc, grads[f"{prefix}.W_out"], grads[f"{prefix}.b_out"] = dense_backward(
         dout, c_out, k=k, need_da=need_dc or len(hidden) > 0)
     dc, hidden_grads = mlp_backward(dc, hidden, k=k, need_da=need_dc)
-    _put_mlp_grads(grads, prefix, hidden_grads)
+    put_mlp_grads(grads, prefix, hidden_grads)
     return dc
 
 

@@ -28,11 +28,11 @@ import numpy as np
 from . import quantize
 from ._base import Model
 from ._checks import check_choice, check_float, check_int, check_rng, check_sizes
-from .code_prior import CodePrior
+from .code_prior import CodePrior, check_codes
 from .kernels import ACTIVATION_CODES
 from .layers import (add_mlp_params, add_output_params, dense_backward, dense_forward,
                      glorot_uniform, mlp_backward, mlp_forward, mlp_layers, output_net_backward,
-                     output_net_forward)
+                     output_net_forward, put_mlp_grads)
 from .losses import vq_objective_backward, vq_objective_forward
 
 IDENTITY = ACTIVATION_CODES["identity"]
@@ -192,8 +192,7 @@ class VQVAE(Model):
         da, grads["enc.W_e"], grads["enc.b_e"] = dense_backward(
             dz_e.reshape(B, m * e), head, k=k, need_da=len(enc) > 0)
         _, hidden_grads = mlp_backward(da, enc, k=k, need_da=False)
-        for i, (dW, db) in enumerate(hidden_grads):
-            grads[f"enc.W{i}"], grads[f"enc.b{i}"] = dW, db
+        put_mlp_grads(grads, "enc", hidden_grads)
         # what after_step reads: valid until the next loss_and_grads (the same rule as grads)
         self._last_step = (quant, counts)
         return grads, None
@@ -225,17 +224,7 @@ class VQVAE(Model):
 
     def check_codes(self, codes, name="codes") -> np.ndarray:
         """codes as a C-contiguous (B, m) int64 array of values in [0, C), else ValueError/TypeError."""
-        if not isinstance(codes, np.ndarray):
-            raise TypeError(f"{name} must be a numpy.ndarray of int64 codes; got {type(codes).__name__}")
-        if codes.dtype.kind not in "iu":
-            raise ValueError(f"{name} must hold integer codes (int64); got dtype {codes.dtype}")
-        if codes.ndim != 2 or codes.shape[1] != self.n_latents or codes.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (B, n_latents) = (B, {self.n_latents}) with "
-                             f"B >= 1; got {codes.shape}")
-        if codes.min() < 0 or codes.max() >= self.n_codes:
-            raise ValueError(f"{name} must lie in [0, n_codes) = [0, {self.n_codes}); got values in "
-                             f"[{codes.min()}, {codes.max()}]")
-        return np.ascontiguousarray(codes, dtype=np.int64)
+        return check_codes(name, codes, self.n_latents, self.n_codes)
 
     # ------------------------------------------------------------------ public API
     # loss_and_grads, loss and forward are the base class's: deterministic, no eps.

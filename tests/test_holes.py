@@ -141,6 +141,16 @@ def test_bad_grid_and_latent_dim():
         evaluate.posterior_holes(StubPosterior(np.zeros((2, 3)), np.ones((2, 3))), m.x)
 
 
+def test_a_conditional_models_decode_labels_are_checked():
+    m = sv.CVAE(6, 3, hidden_dims=(5,), latent_dim=2, seed=1, backend="numpy")
+    x = np.random.default_rng(0).uniform(0, 1, (5, 6))
+    y = np.array([0, 1, 2, 0, 1])
+    for bad, text in (([0, 1], r"decode_y"), (np.full(4, 3), r"decode_y")):
+        with pytest.raises((ValueError, TypeError), match=text):
+            evaluate.posterior_holes(m, x, y=y, grid_size=41, n_prior_samples=50, n_decode=4,
+                                     decode_y=np.asarray(bad))
+
+
 def test_report_entries_and_table():
     m = sv.VAE(6, hidden_dims=(5,), latent_dim=2, seed=1, backend="numpy")
     x = np.random.default_rng(0).uniform(0, 1, (12, 6))

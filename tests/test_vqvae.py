@@ -177,6 +177,25 @@ def test_prior_tables_round_trip_and_bad_kinds_are_refused():
         CodePrior("bogus", 2, 2)
 
 
+@pytest.mark.parametrize("call,error,text", [
+    (lambda: CodePrior.fit("categorical", np.array([[0, 3]]), 3), ValueError, r"codes must lie in \[0, n_codes\)"),
+    (lambda: CodePrior.fit("markov", np.array([0, 1]), 3), ValueError, "codes must have shape"),
+    (lambda: CodePrior.fit("categorical", np.array([[0.0, 1.0]]), 3), ValueError, "integer codes"),
+    (lambda: CodePrior.fit("categorical", [[0, 1]], 3), TypeError, "codes must be a numpy.ndarray"),
+    (lambda: CodePrior.fit("categorical", np.array([[0, 1]]), 3, alpha=0.0), ValueError, "alpha"),
+    (lambda: CodePrior("uniform", 2, 0), ValueError, "n_codes must be >= 1"),
+    (lambda: CodePrior("markov", 2, 3).log_prob(np.array([[-1, 0]])), ValueError, "codes must lie"),
+    (lambda: CodePrior("markov", 2, 3).log_prob(np.array([[0, 1, 2]])), ValueError, r"\(B, 2\)"),
+    (lambda: CodePrior("markov", 2, 3).sample(0, np.random.default_rng(0)), ValueError, "n must be >= 1"),
+    (lambda: CodePrior("markov", 2, 3).sample(2, "seed"), TypeError, "rng must be"),
+])
+def test_code_prior_refuses_bad_input_naming_it(call, error, text):
+    """Negative codes would otherwise index the tables from the end, and codes >= C or of the
+    wrong shape fail deep in NumPy."""
+    with pytest.raises(error, match=text):
+        call()
+
+
 # ================================================================ the model
 import scratchvae as sv  # noqa: E402
 from scratchvae.gradcheck import check_gradients  # noqa: E402
