@@ -68,6 +68,8 @@ INDEX_ARRAYS = ("idx",)
 # kernels that move or copy arrays rather than compute with them: row numbers (int64) too
 MOVERS = ("to_device", "to_host", "copyto")
 INDEX_BOUNDS = {"gather_fwd": "C", "gather_bwd": "n_rows"}
+# axes that must not be empty: the kernel would return an answer that means nothing
+NONEMPTY = {"vq_assign": ("C",)}
 IN_PLACE = {"copyto": ("dst",), "sgd_step": ("p", "velocity"), "adam_step": ("p", "m", "v"),
             "adagrad_step": ("p", "s")}
 
@@ -132,6 +134,10 @@ def check_kernel_args(kernel: str, args: tuple, ws=None) -> None:
                 sizes.setdefault(axis, (n, name))
         if name in IN_PLACE.get(kernel, ()) and isinstance(a, np.ndarray) and not a.flags.writeable:
             raise ValueError(f"{where} is updated in place, so it must be writeable")
+    for axis in NONEMPTY.get(kernel, ()):
+        if sizes[axis][0] == 0:
+            raise ValueError(f"{kernel}: {sizes[axis][1]} must not be empty ({axis} = 0): there "
+                             "is no nearest row in an empty table")
     if index is not None and kernel in INDEX_BOUNDS and isinstance(index, np.ndarray) and index.size:
         bound_name = INDEX_BOUNDS[kernel]
         bound = scalars[bound_name] if bound_name in scalars else sizes[bound_name][0]
@@ -155,6 +161,12 @@ def _check_scalar(where, name, v):
     elif name == "t":
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{where} must be the step count, an int >= 1; got {v!r}")
+    elif name == "decay":
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v < 1.0:
+            raise ValueError(f"{where} must be a decay rate in [0, 1); got {v!r}")
+    elif name == "eps":   # Adam, Adagrad and the codebook EMA divide by a sum that holds it
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 < v < np.inf:
+            raise ValueError(f"{where} must be a positive finite number; got {v!r}")
     elif isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
         raise ValueError(f"{where} must be a finite number; got {v!r}")
 

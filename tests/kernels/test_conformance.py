@@ -496,3 +496,20 @@ def test_every_cuda_kernel_compiles_to_ptx(compile_ptx, dt):
         assert ".entry" in ptx, name
         if dt == "float32":
             assert ".f64" not in ptx, f"{name}: float64 arithmetic in the float32 kernel"
+
+
+def test_empty_codebook_and_bad_decay_or_eps_are_refused():
+    """With no codes, numba's and cuda's argmin would return row 0 of an empty table; a decay
+    outside [0, 1) or an eps <= 0 makes the EMA (or Adam) divide by zero or grow without bound."""
+    k = get_kernels("numba")
+    z = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"^vq_assign: codebook must not be empty"):
+        k.vq_assign(z, np.zeros((0, 2)))
+    c, s = np.ones(2), np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"^vq_ema: decay must be a decay rate in \[0, 1\)"):
+        k.vq_ema(c, s, c, s, 1.0, 1e-5)
+    with pytest.raises(ValueError, match=r"^vq_ema: eps must be a positive finite number"):
+        k.vq_ema(c, s, c, s, 0.99, -1.0)
+    a = np.ones(4)
+    with pytest.raises(ValueError, match=r"^adam_step: eps must be a positive finite number"):
+        k.adam_step(a, a.copy(), a.copy(), a.copy(), 0.1, 0.9, 0.999, 0.0, 1)

@@ -176,7 +176,7 @@ def test_row_numbers_must_be_int64_and_in_range(backend):
         k.vq_assign(np.ones((4, 2)), np.ones((5, 3)))
     with pytest.raises(ValueError, match=r"^vq_assign: codebook has dtype float32 but z has float64"):
         k.vq_assign(np.ones((4, 2)), np.ones((5, 2), np.float32))
-    with pytest.raises(ValueError, match=r"^vq_ema: decay must be a finite number"):
+    with pytest.raises(ValueError, match=r"^vq_ema: decay must be a decay rate in \[0, 1\); got nan"):
         k.vq_ema(np.ones(2), np.ones((2, 2)), np.ones(2), np.ones((2, 2)), float("nan"), 1e-5)
     # a float32 call takes int64 row numbers too (they are not of the float dtype)
     out = k.gather_fwd(np.ones((3, 2), np.float32), np.array([2, 0]))
