@@ -83,10 +83,10 @@ import importlib
 import inspect
 from typing import Callable, NamedTuple
 
-import numpy as np
 
 from ._activation_codes import ACTIVATION_CODES
 from ._validate import validated
+from .workspace import empty as workspace_empty
 
 
 class Kernels(NamedTuple):
@@ -132,7 +132,7 @@ class Kernels(NamedTuple):
     def empty(self, shape, dtype):
         """A host array of ``shape`` and ``dtype``: the bound workspace's buffer for this position
         in the step, or a fresh ``np.empty`` when the set is unbound."""
-        return np.empty(shape, dtype) if self.workspace is None else self.workspace.empty(shape, dtype)
+        return workspace_empty(self.workspace, shape, dtype)
 
 
 KERNEL_NAMES = tuple(f for f in Kernels._fields if f not in ("name", "workspace"))

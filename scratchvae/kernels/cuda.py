@@ -59,7 +59,7 @@ from . import _jit
 from ._activation_codes import ELU, ELU_ALPHA, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTPLUS, TANH
 
 from .numpy_ref import LOG_2PI  # noqa: E402  (one definition of the constant)
-from .numpy_ref import adam_scalars  # noqa: E402  (one definition of Adam's bias corrections)
+from .numpy_ref import adam_kernel_scalars, sgd_kernel_scalars  # noqa: E402  (one definition each)
 
 NO_CUDA_MESSAGE = (
     "backend 'cuda' needs an NVIDIA GPU with a CUDA driver; none was found. To run the CUDA "
@@ -750,20 +750,15 @@ def _update_in_place(kernel, state, g, scalars):
 
 def sgd_step(p, g, velocity, lr, momentum):
     """velocity = momentum * velocity + g (subnormals flushed to 0);  p -= lr * velocity."""
-    t = p.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
-    _update_in_place(_sgd_kernel, (p, velocity), g,
-                     (t(lr), t(momentum), t(np.finfo(p.dtype).tiny)))
+    _update_in_place(_sgd_kernel, (p, velocity), g, sgd_kernel_scalars(p.dtype, lr, momentum))
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
     """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2 (subnormals flushed to 0);
     p -= lr * mhat / (sqrt(vhat) + eps), mhat = m / (1 - b1^t), vhat = v / (1 - b2^t),
     t = 1, 2, ... the step count; computed as numpy_ref.adam_step says."""
-    f = p.dtype.type
-    step, inv_sqrt_c2 = adam_scalars(lr, beta1, beta2, t)
-    scalars = (f(step), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(inv_sqrt_c2),
-               f(eps), f(np.finfo(p.dtype).tiny))
-    _update_in_place(_adam_kernel, (p, m, v), g, scalars)
+    _update_in_place(_adam_kernel, (p, m, v), g,
+                     adam_kernel_scalars(p.dtype, lr, beta1, beta2, eps, t))
 
 
 def adagrad_step(p, g, s, lr, eps):

@@ -28,8 +28,6 @@ Shapes and equations: the table in ``scratchvae/kernels/__init__.py``.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from .workspace import empty
@@ -39,7 +37,7 @@ from ._jit import REDUCE, STRICT, cached_njit
 from .numpy_ref import copyto, to_device, to_host  # noqa: F401
 
 from .numpy_ref import LOG_2PI  # noqa: E402  (one definition of the constant)
-from .numpy_ref import adam_scalars  # noqa: E402  (one definition of Adam's bias corrections)
+from .numpy_ref import adam_kernel_scalars, sgd_kernel_scalars  # noqa: E402  (one definition each)
 _c = np.ascontiguousarray  # returns its argument itself (no copy) when that is C-contiguous
 
 
@@ -190,15 +188,13 @@ def _neg_abs(x, t):
         t[i] = -abs(x[i])
 
 
-def _log1p_exp_neg_abs(x, t):
-    """t = log1p(exp(-|x|)), written into t and returned: the transcendental half of the stable
-    softplus max(x, 0) + log1p(exp(-|x|)), which never overflows (exp of a non-positive number).
-    NumPy's SIMD exp/log1p pipeline is ~10x faster than np.logaddexp(0, x) (measured); the
-    arithmetic before it is one fused njit pass."""
+def _exp_neg_abs(x, t):
+    """t = exp(-|x|), written into t and returned: an exponential that never overflows (of a
+    non-positive number), the shared start of the stable softplus max(x, 0) + log1p(exp(-|x|))
+    and of the sigmoid from it. One fused njit pass for -|x|, then NumPy's SIMD exp (~10x
+    faster than np.logaddexp(0, x) for the softplus, measured)."""
     _neg_abs(_c(x).reshape(-1), t.reshape(-1))
-    np.exp(t, out=t)
-    np.log1p(t, out=t)
-    return t
+    return np.exp(t, out=t)
 
 
 def _sigmoid(h, s):
@@ -231,7 +227,7 @@ def bias_act_fwd(z, b, act, *, ws=None):
     elif act == SIGMOID:
         _sigmoid(h, y)
     elif act == SOFTPLUS:  # max(h, 0) + log1p(exp(-|h|)): never overflows
-        _log1p_exp_neg_abs(h, y)
+        np.log1p(_exp_neg_abs(h, y), out=y)
         _softplus_finish_inplace(y.reshape(-1), h.reshape(-1))
     elif act == ELU:
         np.minimum(h, 0.0, out=y)  # expm1 of min(h, 0): no overflow in the unused branch
@@ -445,9 +441,7 @@ def bernoulli_ll_fwd(x, out, *, ws=None):
     e = exp(-|out|) (K, B, D), which the backward's sigmoid reuses. Returns (ll, e)."""
     x, out = _c(x), _c(out)
     ll, e = empty(ws, out.shape[:2], out.dtype), empty(ws, out.shape, out.dtype)
-    _neg_abs(out.reshape(-1), e.reshape(-1))
-    np.exp(e, out=e)
-    _bernoulli_rows(x, out, e, ll)
+    _bernoulli_rows(x, out, _exp_neg_abs(out, e), ll)
     return ll, e
 
 
@@ -642,22 +636,13 @@ def _adagrad(p, g, s, lr, eps):
         p[i] = p[i] - lr * g[i] / (np.sqrt(si) + eps)
 
 
-def _tiny(dtype):
-    """The smallest normal number of ``dtype``, in that dtype (the flush threshold)."""
-    return dtype.type(np.finfo(dtype).tiny)
-
-
 def _update_in_place(kernel, state, g, scalars):
     """Run ``kernel(p, g, *rest_of_state, *scalars)`` on flat views; ``state = (p, ...)``.
 
     Contiguous state arrays are updated through views; a non-contiguous one is updated on a
     contiguous copy that is then written back, so the caller's array always changes in place.
     """
-    if all([a.flags.c_contiguous for a in state]):  # the usual case: flat views, no copies
-        flat = [a.reshape(-1) for a in state]
-        kernel(flat[0], _c(g).reshape(-1), *flat[1:], *scalars)
-        return
-    flat = [np.ascontiguousarray(a).reshape(-1) for a in state]
+    flat = [a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1) for a in state]
     kernel(flat[0], _c(g).reshape(-1), *flat[1:], *scalars)
     for a, f in zip(state, flat):
         if not a.flags.c_contiguous:
@@ -666,23 +651,14 @@ def _update_in_place(kernel, state, g, scalars):
 
 def sgd_step(p, g, velocity, lr, momentum):
     """velocity = momentum * velocity + g (subnormals flushed to 0);  p -= lr * velocity."""
-    t = p.dtype.type  # scalars in the array dtype, as NumPy treats Python floats
-    _update_in_place(_sgd, (p, velocity), g, (t(lr), t(momentum), _tiny(p.dtype)))
+    _update_in_place(_sgd, (p, velocity), g, sgd_kernel_scalars(p.dtype, lr, momentum))
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, t):
     """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2 (subnormals flushed to 0);
     p -= lr * mhat / (sqrt(vhat) + eps), mhat = m / (1 - b1^t), vhat = v / (1 - b2^t),
     t = 1, 2, ... the step count; computed as numpy_ref.adam_step says."""
-    _update_in_place(_adam, (p, m, v), g, _adam_kernel_scalars(p.dtype, lr, beta1, beta2, eps, t))
-
-
-@functools.lru_cache(maxsize=16)  # one step updates every key with the same scalars
-def _adam_kernel_scalars(dtype, lr, beta1, beta2, eps, t):
-    f = dtype.type
-    step, inv_sqrt_c2 = adam_scalars(lr, beta1, beta2, t)  # Python float64, then cast
-    return (f(step), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(inv_sqrt_c2), f(eps),
-            _tiny(dtype))
+    _update_in_place(_adam, (p, m, v), g, adam_kernel_scalars(p.dtype, lr, beta1, beta2, eps, t))
 
 
 def adagrad_step(p, g, s, lr, eps):

@@ -7,6 +7,7 @@ read (the numba and cuda kernels take their outputs and temporaries from ``ws``)
 keeps the dtype of its array arguments (Python float scalars do not promote under NumPy 2's rules;
 integer masks are cast with ``astype(h.dtype)`` so float32 stays float32).
 """
+import functools
 import math
 
 import numpy as np
@@ -252,6 +253,24 @@ def adam_scalars(lr, beta1, beta2, t):
     """(lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)) in Python float64: Adam's bias corrections
     folded into two scalars, which every backend casts to the array dtype."""
     return lr / (1.0 - beta1**t), 1.0 / math.sqrt(1.0 - beta2**t)
+
+
+# The scalar arguments of the compiled update kernels (numba_cpu, cuda), in the array dtype as
+# NumPy casts Python floats here; cached, since one step updates every key with the same ones.
+@functools.lru_cache(maxsize=16)
+def adam_kernel_scalars(dtype, lr, beta1, beta2, eps, t):
+    """(lr/c1, beta1, 1-beta1, beta2, 1-beta2, 1/sqrt(c2), eps, tiny) in ``dtype``."""
+    f = dtype.type
+    step, inv_sqrt_c2 = adam_scalars(lr, beta1, beta2, t)
+    return (f(step), f(beta1), f(1.0 - beta1), f(beta2), f(1.0 - beta2), f(inv_sqrt_c2), f(eps),
+            f(np.finfo(dtype).tiny))
+
+
+@functools.lru_cache(maxsize=16)
+def sgd_kernel_scalars(dtype, lr, momentum):
+    """(lr, momentum, tiny) in ``dtype``."""
+    f = dtype.type
+    return f(lr), f(momentum), f(np.finfo(dtype).tiny)
 
 
 def adagrad_step(p, g, s, lr, eps):
