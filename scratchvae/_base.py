@@ -24,11 +24,13 @@ copy them to keep them longer. ``loss``, ``forward``, ``encode``, ``decode``, ``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import io as _io
-from ._checks import (as_dtype, check_array, check_choice, check_float, check_int, check_rng)
+from ._checks import (as_dtype, check_array, check_bool, check_choice, check_float, check_int,
+                      check_rng)
 from .activations import ACTIVATIONS, activation_code
 from .distributions import (bernoulli_loglik_backward, bernoulli_loglik_dx,
                             bernoulli_loglik_forward, gaussian_loglik_backward, gaussian_loglik_dx,
@@ -161,11 +163,15 @@ class Model:
         """``params`` (None: the model's own) as another dict of the same keys and shapes."""
         if params is None:
             return self.params
-        if not isinstance(params, dict) or params.keys() != self.params.keys():
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
+        if params.keys() != self.params.keys():
             raise ValueError(f"params must be a dict with the keys of model.params "
-                             f"{list(self.params)}; got "
-                             f"{list(params) if isinstance(params, dict) else type(params).__name__}")
+                             f"{list(self.params)}; got {list(params)}")
         for key, v in params.items():
+            if not hasattr(v, "shape") or not hasattr(v, "dtype"):
+                raise TypeError(f"params[{key!r}] must be an array (NumPy, or a device array of "
+                                f"the cuda backend); got {type(v).__name__}")
             if tuple(v.shape) != self.params[key].shape or np.dtype(v.dtype) != self.dtype:
                 raise ValueError(f"params[{key!r}] must have shape {self.params[key].shape} and "
                                  f"dtype {self.dtype.name}; got {tuple(v.shape)} {v.dtype}")
@@ -254,10 +260,11 @@ class Model:
         x, y, n_samples, beta, objective, free_bits = self.check_call(
             x, y, n_samples, beta, objective, free_bits)
         p = self._check_params(params)
+        return_dx = check_bool("return_dx", return_dx)
         eps = self._noise(eps, n_samples, x.shape[0], rng)
         self._workspace.rewind()
         result, grads, dx = self._run(x, y, eps, beta, objective, free_bits, p=p, k=self._bound,
-                                      need_grads=True, need_dx=bool(return_dx))
+                                      need_grads=True, need_dx=return_dx)
         return (result.loss, grads, dx) if return_dx else (result.loss, grads)
 
     def loss(self, x, n_samples=1, beta=1.0, eps=None, rng=None, objective="elbo",

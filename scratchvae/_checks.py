@@ -53,6 +53,13 @@ def check_array(name: str, a, *, ndim: int | None = None, shape: tuple | None = 
     return np.ascontiguousarray(a)
 
 
+def check_bool(name: str, v) -> bool:
+    """Check that ``v`` is a bool (or NumPy bool), not any truthy value."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(v).__name__} {v!r}")
+    return bool(v)
+
+
 def check_int(name: str, v, *, min_value: int | None = None, max_value: int | None = None) -> int:
     """Check that ``v`` is an integer (not bool) within [min_value, max_value]."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):

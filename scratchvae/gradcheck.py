@@ -287,6 +287,11 @@ def gradcheck(model, x, y=None, *, n_samples=None, beta=1.0, objective="elbo", f
         x = np.asarray(x, dtype=FLOAT64)
         if eps is not None:
             eps = tuple(np.asarray(e, FLOAT64) for e in eps) if isinstance(eps, tuple) else np.asarray(eps, FLOAT64)
+    mode = check_choice("mode", mode, MODES)
+    wrt = tuple(wrt)
+    for w in wrt:
+        if w not in ("params", "x", "kl"):
+            raise ValueError(f"wrt entries must be 'params', 'x' or 'kl'; got {w!r}")
     if getattr(model, "prior", None) == "categorical":
         # the VQ-VAE: its straight-through gradients are those of a frozen surrogate, which is
         # what is differenced (its loss itself is piecewise in the codes)
@@ -295,12 +300,8 @@ def gradcheck(model, x, y=None, *, n_samples=None, beta=1.0, objective="elbo", f
         _, grads = model.loss_and_grads(x)
         grads = {key: np.array(model.kernels.to_host(v)) for key, v in grads.items()}
         return check_gradients(model.straight_through_surrogate(x), model.params, grads, h=h,
-                               tol=tol, floor=floor, max_entries=max_entries,
+                               tol=tol, floor=floor, mode=mode, max_entries=max_entries,
                                n_directions=n_directions, rng=np.random.default_rng(seed))
-    wrt = tuple(wrt)
-    for w in wrt:
-        if w not in ("params", "x", "kl"):
-            raise ValueError(f"wrt entries must be 'params', 'x' or 'kl'; got {w!r}")
     if n_samples is None:
         n_samples = 2 if eps is None else _eps_samples(eps)
     n_samples = check_int("n_samples", n_samples, min_value=1)
@@ -332,7 +333,7 @@ def gradcheck(model, x, y=None, *, n_samples=None, beta=1.0, objective="elbo", f
     if "kl" in wrt:
         from .distributions import gaussian_kl_backward, gaussian_kl_forward
         k = model.kernels
-        mu, logvar = model.encode(x) if y is None else model.encode(x, y)
+        mu, logvar = model.encode(x, y)
         w = rng.standard_normal(mu.shape[0])       # random upstream gradient of the per-row KL
         ml = {"mu (KL)": mu.copy(), "logvar (KL)": logvar.copy()}
         kl_cache = gaussian_kl_forward(ml["mu (KL)"], ml["logvar (KL)"], k=k)[1]

@@ -267,6 +267,7 @@ class HVAE(VAE):
     def decoder_output(self, z, y=None):
         """The decoder's output for z1 (N, d1): logits (bernoulli) or means (gaussian), (N, D)."""
         z = check_array("z1", z, ndim=2, shape=(None, self.latent_dims[0]), dtype=self.dtype)
+        self.check_y(y, z.shape[0])
         out, _ = output_net_forward(self.params, "dec", len(self.hidden_dims[0]), z, self._act,
                                     k=self.kernels)
         return out

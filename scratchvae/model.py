@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import FORMAT_VERSION, LIKELIHOODS, OBJECTIVES, Model  # noqa: F401  (re-exported)
-from ._checks import check_array, check_int, check_rng, check_sizes
+from ._checks import check_array, check_bool, check_int, check_rng, check_sizes
 from .distributions import log_normal_forward, reparameterize_backward, reparameterize_forward
 from .layers import (add_gaussian_head_params, add_mlp_params, add_output_params,
                      gaussian_net_backward, gaussian_net_forward, leading_columns,
@@ -148,6 +148,7 @@ class VAE(Model):
         """The decoder's output for latents z (N, latent_dim): logits (bernoulli) or means
         (gaussian), (N, D)."""
         z = check_array("z", z, ndim=2, shape=(None, self.latent_dim), dtype=self.dtype)
+        y = self.check_y(y, z.shape[0])
         k = self.kernels
         out, _ = output_net_forward(self.params, "dec", len(self.decoder_hidden_dims),
                                     self._decoder_input(z, y, 1, k=k), self._act, k=k)
@@ -164,6 +165,7 @@ class VAE(Model):
         x = self.check_x(x)
         y = self.check_y(y, x.shape[0])
         z = check_array("z", z, ndim=3, shape=(None, x.shape[0], self.latent_dim), dtype=self.dtype)
+        need_dz = check_bool("need_dz", need_dz)
         K, B, d = z.shape
         k, p = self.kernels, self.params
         out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
@@ -179,7 +181,6 @@ class VAE(Model):
 
     def decode(self, z, y=None):
         """Mean of p(x|z): probabilities (bernoulli) or means (gaussian), (N, D) for z (N, d)."""
-        y = self.check_y(y, np.shape(z)[0] if np.ndim(z) else 0)
         return self._mean_of(self.decoder_output(z, y))
 
     def sample(self, n, rng=None):

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, check_array, check_float, check_int
+from ._checks import FLOAT_DTYPES, check_array, check_bool, check_float, check_int
 from .kernels import get_kernels
 from .kernels._validate import is_device_array
 
@@ -153,7 +153,7 @@ class Optimizer:
             raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
         k = self._kernels_for(params)
         hyper = self._checked_hyper()
-        grads = self._check_step_args(params, grads, check_finite)
+        grads = self._check_step_args(params, grads, check_bool("check_finite", check_finite))
         if self.t == 0:  # state lives where the parameters live (to_device: host -> device)
             for slot in self.slots:
                 self._state[slot] = {
@@ -232,9 +232,7 @@ class Optimizer:
 
         Finiteness is checked with the backend's ``all_finite`` kernel (no temporary arrays,
         and on the device for device arrays)."""
-        if not isinstance(params, Mapping):
-            raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
-        if not isinstance(grads, Mapping):
+        if not isinstance(grads, Mapping):   # (params: checked by step before it reads them)
             raise TypeError(f"grads must be a dict of arrays; got {type(grads).__name__}")
         if not params:
             raise ValueError("params must not be empty")

@@ -631,3 +631,29 @@ def test_the_cuda_backend_works_exactly_where_numba_sees_a_device():
     else:
         with pytest.raises(ValueError, match="(?i)cuda"):
             sv.VAE(2, (), 1, backend="cuda")
+
+
+def test_flags_params_and_decoder_labels_are_checked_by_type():
+    """A truthy string is not True; a list is not a parameter array; decoder_output checks its
+    labels like every other method (a VAE takes none, a CVAE needs valid ones)."""
+    m = sv.VAE(3, (2,), 1, dtype="float64")
+    x = np.random.default_rng(0).random((2, 3))
+    with pytest.raises(TypeError, match="return_dx must be True or False"):
+        m.loss_and_grads(x, return_dx="no")
+    with pytest.raises(TypeError, match="need_dz must be True or False"):
+        m.loglik_given_z(x, np.zeros((1, 2, 1)), need_dz=1)
+    with pytest.raises(TypeError, match="params must be a dict"):
+        m.loss_and_grads(x, params=[1, 2])
+    with pytest.raises(TypeError, match=r"params\['enc.W0'\] must be an array"):
+        m.loss_and_grads(x, params=dict(m.params, **{"enc.W0": [[0.0, 0.0]] * 3}))
+    opt = sv.Adam()
+    _, g = m.loss_and_grads(x)
+    with pytest.raises(TypeError, match="check_finite must be True or False"):
+        opt.step(m.params, g, check_finite="yes")
+    with pytest.raises(ValueError, match="y must be None"):
+        m.decoder_output(np.zeros((2, 1)), y=np.array([0, 1]))
+    c = sv.CVAE(3, 2, hidden_dims=(2,), latent_dim=1, dtype="float64")
+    with pytest.raises(ValueError, match="CVAE needs labels"):
+        c.decoder_output(np.zeros((2, 1)))
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        c.decoder_output(np.zeros((2, 1)), y=np.array([0, 5]))

@@ -424,6 +424,10 @@ def test_the_model_s_surrogate_is_the_reference_surrogate_and_gradcheck_uses_it(
     assert fun(model.params) == pytest.approx(model.loss(x), rel=1e-14)
     report = sv.gradcheck(model, x)
     assert report.passed and {r.name for r in report.rows} == set(model.params)
+    relative = sv.gradcheck(model, x, mode="relative")     # the mode reaches the VQ-VAE's check
+    assert relative.passed and relative.mode == "relative"
+    with pytest.raises(ValueError, match="mode"):
+        sv.gradcheck(model, x, mode="bogus")
 
 
 def test_codebook_usage_figure_draws_one_panel_per_codebook_and_checks_its_input(tmp_path):
