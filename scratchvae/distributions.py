@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .kernels import Kernels
-from .kernels.numpy_ref import LOG_2PI  # noqa: F401  (one definition, shared with the kernels)
+from .kernels.numpy_ref import LOG_2PI  # one definition, shared with the kernels
 
 
 # ------------------------------------------------------------------ reparameterization

@@ -238,7 +238,7 @@ class _Member:
             if len(data) != self.nbytes or f.read(1):
                 raise ValueError(f"{self.name} is truncated")
         a = np.frombuffer(bytearray(data), dtype=self.dtype)
-        return a.reshape(self.shape, order="F" if self.fortran_order else "C")
+        return a.reshape(self.shape)   # C order: _read_members refuses Fortran-order members
 
 
 def _read_members(path: str, zf: zipfile.ZipFile) -> tuple[dict, dict]:
@@ -283,10 +283,7 @@ def _read_header(path: str, raw) -> dict:
     if raw is None:
         raise ValueError(f"checkpoint {path} has no {CONFIG_KEY!r} entry; "
                          "it was not written by scratchvae.io.save_checkpoint")
-    if raw.dtype.kind != "U" or raw.ndim != 0:
-        raise ValueError(f"checkpoint {path}: {CONFIG_KEY!r} must be a 0-d str array; "
-                         f"got dtype {raw.dtype} and shape {raw.shape}")
-    try:
+    try:   # (raw: a 0-d str array, checked by _read_members)
         header = json.loads(raw.item())
     except ValueError as e:
         raise ValueError(f"checkpoint {path}: {CONFIG_KEY!r} is not valid JSON: {e}") from e

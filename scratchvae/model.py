@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import FORMAT_VERSION, LIKELIHOODS, OBJECTIVES, Model  # noqa: F401  (re-exported)
+from ._base import Model
 from ._checks import check_array, check_bool, check_int, check_rng, check_sizes
 from .distributions import log_normal_forward, reparameterize_backward, reparameterize_forward
 from .layers import (add_gaussian_head_params, add_mlp_params, add_output_params,
                      gaussian_net_backward, gaussian_net_forward, leading_columns,
                      output_net_backward, output_net_forward)
-from .losses import LossResult, gaussian_objective_backward, gaussian_objective_forward  # noqa: F401
+from .losses import gaussian_objective_backward, gaussian_objective_forward
 
 
 class VAE(Model):

@@ -46,7 +46,6 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 

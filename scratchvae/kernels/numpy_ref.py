@@ -381,7 +381,9 @@ def planar_flow_bwd(dzL, dlogdet, zin, t, uh, u, w, *, ws=None):
     from the last to the first, with g = dL/dz_i, s = 1 - t^2, det = t^2 + s softplus(m):
     dt = g . uh + dlogdet 2 t (1 - softplus(m)) / det;  da = dt s;  dz_{i-1} = g + da w;
     duh = sum_k g t;  db = sum_k da;  dm = sum_k dlogdet s sigmoid(m) / det + (duh . w) dc/dm;
-    du = duh + dm w;  dw = c duh + dm u + 2 (duh . w)(-c / n) w + sum_k da z_{i-1}.
+    du = duh + dm w;  dw = c duh + dm u + 2 (duh . w)(-c / n) w + sum_k da z_{i-1},
+    where m = w . u, n = w . w, c = (softplus(m) - 1 - m) / n (so uh = u + c w),
+    dc/dm = (sigmoid(m) - 1) / n and dc/dn = -c / n (docs/derivations.md, "Planar flows").
     """
     L = u.shape[1]
     m = (w * u).sum(axis=-1)
