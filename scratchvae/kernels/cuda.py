@@ -821,32 +821,23 @@ def gather_fwd(table, idx, *, ws=None):
 
 
 @cuda.jit
-def _gather_bwd_kernel(drows, idx, dtable):
+def _gather_bwd_kernel(drows, idx, dtable, counts):
     """dtable[c, j] = sum of drows[n, j] over n with idx[n] = c, n in order; one thread per
-    element of dtable (C, e)."""
+    element of dtable (C, e); the thread of j = 0 also writes counts[c] = #{n: idx[n] = c}."""
     t = cuda.grid(1)
     c_, e_ = dtable.shape
     if t < c_ * e_:
         c = t // e_
         j = t % e_
-        acc = dtable.dtype.type(0)
+        zero, one = dtable.dtype.type(0), dtable.dtype.type(1)
+        acc, count = zero, zero
         for n in range(idx.shape[0]):
             if idx[n] == c:
                 acc += drows[n, j]
-        dtable[c, j] = acc
-
-
-@cuda.jit
-def _count_kernel(idx, counts):
-    """counts[c] = #{n: idx[n] = c}; one thread per code."""
-    c = cuda.grid(1)
-    if c < counts.shape[0]:
-        one = counts.dtype.type(1)
-        count = counts.dtype.type(0)
-        for n in range(idx.shape[0]):
-            if idx[n] == c:
                 count += one
-        counts[c] = count
+        dtable[c, j] = acc
+        if j == 0:
+            counts[c] = count
 
 
 def gather_bwd(drows, idx, n_rows, *, ws=None):
@@ -855,8 +846,7 @@ def gather_bwd(drows, idx, n_rows, *, ws=None):
     d_drows, d_idx = _dev(ws, drows, idx)
     d_dtable = _device_empty(ws, (n_rows, drows.shape[1]), drows.dtype)
     d_counts = _device_empty(ws, n_rows, drows.dtype)
-    _launch_1d(_gather_bwd_kernel, n_rows * drows.shape[1], d_drows, d_idx, d_dtable)
-    _launch_1d(_count_kernel, n_rows, d_idx, d_counts)
+    _launch_1d(_gather_bwd_kernel, n_rows * drows.shape[1], d_drows, d_idx, d_dtable, d_counts)
     return _result(ws, on_device, d_dtable), _result(ws, on_device, d_counts)
 
 
