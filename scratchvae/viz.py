@@ -91,6 +91,15 @@ def _check_common(path, dpi, figsize):
     return p, dpi, figsize
 
 
+def _grid_axes(z1, z2):
+    """The two axes of a 2-D latent grid: 1-D, numeric, strictly increasing, >= 2 points each."""
+    axes = (_numeric("z1", z1, ndim=1, expected="(G1,)"), _numeric("z2", z2, ndim=1, expected="(G2,)"))
+    for name, a in zip(("z1", "z2"), axes):
+        if a.size < 2 or np.any(np.diff(a) <= 0):
+            raise ValueError(f"{name} must be a strictly increasing grid of at least 2 points")
+    return axes
+
+
 def _numeric(name: str, a, *, ndim: int, expected: str, allow_nan: bool = False,
              allow_neginf: bool = False) -> np.ndarray:
     """Check an array-like of real numbers with ``ndim`` axes, non-empty and finite.
@@ -668,11 +677,7 @@ def plot_posterior_contours(z1, z2, log_p_exact, log_q, x_images=None, image_sha
     overlay=True the exact posterior's contour lines are also drawn on the q panel.
     """
     path, dpi, figsize = _check_common(path, dpi, figsize)
-    ax1 = _numeric("z1", z1, ndim=1, expected="(G1,)")
-    ax2 = _numeric("z2", z2, ndim=1, expected="(G2,)")
-    for name, a in (("z1", ax1), ("z2", ax2)):
-        if a.size < 2 or np.any(np.diff(a) <= 0):
-            raise ValueError(f"{name} must be a strictly increasing grid of at least 2 points")
+    ax1, ax2 = _grid_axes(z1, z2)
     want = f"(n, G2, G1) = (n, {ax2.size}, {ax1.size})"
     lp = _numeric("log_p_exact", log_p_exact, ndim=3, expected=want, allow_neginf=True)
     lq = _numeric("log_q", log_q, ndim=3, expected=want, allow_neginf=True)
@@ -758,11 +763,7 @@ def plot_posterior_holes(z1, z2, log_q, log_p, holes, x_holes, x_covered, image_
     (``scratchvae.evaluate.posterior_holes`` returns all of these.)
     """
     path, dpi, figsize = _check_common(path, dpi, figsize)
-    ax1 = _numeric("z1", z1, ndim=1, expected="(G1,)")
-    ax2 = _numeric("z2", z2, ndim=1, expected="(G2,)")
-    for name, a in (("z1", ax1), ("z2", ax2)):
-        if a.size < 2 or np.any(np.diff(a) <= 0):
-            raise ValueError(f"{name} must be a strictly increasing grid of at least 2 points")
+    ax1, ax2 = _grid_axes(z1, z2)
     want = f"(G2, G1) = ({ax2.size}, {ax1.size})"
     lq = _numeric("log_q", log_q, ndim=2, expected=want, allow_neginf=True)
     lp = _numeric("log_p", log_p, ndim=2, expected=want)
@@ -1085,11 +1086,7 @@ def plot_posterior_comparison(z1, z2, log_densities, column_titles, x_images=Non
     exact p(z|x) beside a flow's q(z|x) and a Gaussian's q(z|x).
     """
     path, dpi, figsize = _check_common(path, dpi, figsize)
-    ax1 = _numeric("z1", z1, ndim=1, expected="(G1,)")
-    ax2 = _numeric("z2", z2, ndim=1, expected="(G2,)")
-    for name, a in (("z1", ax1), ("z2", ax2)):
-        if a.size < 2 or np.any(np.diff(a) <= 0):
-            raise ValueError(f"{name} must be a strictly increasing grid of at least 2 points")
+    ax1, ax2 = _grid_axes(z1, z2)
     want = f"(n, m, G2, G1) = (n, m, {ax2.size}, {ax1.size})"
     ld = _numeric("log_densities", log_densities, ndim=4, expected=want, allow_neginf=True)
     if ld.shape[2:] != (ax2.size, ax1.size) or ld.shape[0] == 0 or ld.shape[1] == 0:
