@@ -87,7 +87,8 @@ def fit(model, x_train, x_val=None, epochs=10, batch_size=128, optimizer=None, n
     x_train = model.check_x(x_train, "x_train")
     n = x_train.shape[0]
     y_train = _check_labels(model, y_train, n, "y_train")
-    # objective, free_bits and n_samples validated once, as the model would on every call
+    # objective, free_bits and n_samples validated here, before the first epoch, so that a bad
+    # option fails at once (each step's loss_and_grads checks its arguments again)
     _, _, n_samples, _, objective, free_bits = model.check_call(
         x_train[:1], _head(y_train, 1), n_samples, 1.0, objective, free_bits)
     if x_val is not None:

@@ -148,13 +148,18 @@ class VQVAE(Model):
         and commitment terms. Returns (VQResult, cache)."""
         return self._chain_forward(p, x, k=k)
 
+    def _encoder_forward(self, p, x, *, k):
+        """x -> z_e (B, m e): the encoder MLP and its linear head. Returns (z_e, enc, head)."""
+        a, enc = mlp_forward(x, mlp_layers(p, "enc", len(self.hidden_dims)), self._act, k=k)
+        z_e, head = dense_forward(a, p["enc.W_e"], p["enc.b_e"], IDENTITY, k=k)
+        return z_e, enc, head
+
     def _chain_forward(self, p, x, *, k, frozen=None):
         """The forward of ``_forward``; with ``frozen`` (a ``quantize.Frozen``), the forward of
         the smooth surrogate instead: codes and stop-gradient values held fixed."""
         B = x.shape[0]
         m, e = self.n_latents, self.code_dim
-        a, enc = mlp_forward(x, mlp_layers(p, "enc", len(self.hidden_dims)), self._act, k=k)
-        z_e, head = dense_forward(a, p["enc.W_e"], p["enc.b_e"], IDENTITY, k=k)     # (B, m e)
+        z_e, enc, head = self._encoder_forward(p, x, k=k)
         if frozen is None:
             z_q, idx, d2, quant = quantize.quantize_forward(z_e.reshape(B * m, e), p["codebook"], k=k)
             code = commit = d2          # both squared terms have the value ||z_e - z_q||^2
@@ -240,8 +245,13 @@ class VQVAE(Model):
         return lambda params: self._chain_forward(params, x, k=k, frozen=frozen)[0].loss
 
     def encode(self, x):
-        """The codes of x: (B, m) int64, each the nearest code of its slot (ties: the smallest)."""
-        return self.forward(x).codes
+        """The codes of x: (B, m) int64, each the nearest code of its slot (ties: the smallest).
+        The encoder and the nearest-code search only (no decoder pass)."""
+        x = self.check_x(x)
+        k, B = self.kernels, x.shape[0]
+        z_e, _, _ = self._encoder_forward(self.params, x, k=k)
+        idx = k.vq_assign(z_e.reshape(B * self.n_latents, self.code_dim), self.params["codebook"])
+        return quantize.host_rows(idx, k=k).reshape(B, self.n_latents)
 
     def decode(self, codes):
         """Mean of p(x | z_q(codes)): probabilities (bernoulli) or means (gaussian), (B, D)."""
