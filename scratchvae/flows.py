@@ -26,8 +26,7 @@ from ._checks import check_array, check_int, check_rng
 from .distributions import (flow_log_density, flow_log_q_forward, planar_flow_backward,
                             planar_flow_forward, reparameterize_backward, reparameterize_forward)
 from .layers import (IDENTITY, add_mlp_params, dense_backward, dense_forward, glorot_uniform,
-                     leading_columns, mlp_backward, mlp_forward, mlp_layers, output_net_backward,
-                     output_net_forward, put_mlp_grads)
+                     leading_columns, mlp_backward, mlp_forward, mlp_layers, put_mlp_grads)
 from .losses import flow_objective_backward, flow_objective_forward
 from .model import VAE
 
@@ -39,8 +38,7 @@ class FlowCache(NamedTuple):
     heads: tuple      # DenseCaches of the five heads, in HEADS order
     rep: object       # ReparamCache of z0 = mu + std * eps
     flow: object      # PlanarFlowCache: what the flow's backward reads
-    dec: object       # the decoder's caches
-    lik: object       # the likelihood's cache
+    dec: object       # the decoder's and the likelihood's caches (model.DecoderCache)
     obj: object       # the objective's cache
 
 
@@ -128,11 +126,9 @@ class FlowVAE(VAE):
         mu, logvar, u, w, b, hidden, heads = self._encoder_forward(p, x, k=k)
         z0, rep = reparameterize_forward(mu, logvar, eps, k=k)
         zL, logdet, flow = planar_flow_forward(z0, u, w, b, k=k)
-        out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
-                                      zL.reshape(K * B, d), self._act, k=k)
-        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)
+        ll, dec = self._decoder_loglik_forward(p, zL.reshape(K * B, d), x, k=k)
         result, obj = flow_objective_forward(objective, ll, z0, zL, logdet, mu, logvar, beta, k=k)
-        return result, FlowCache(hidden, heads, rep, flow, dec, lik, obj)
+        return result, FlowCache(hidden, heads, rep, flow, dec, obj)
 
     def _backward(self, cache, *, k, need_dx):
         """The forward in reverse: objective -> out -> zL -> the flow -> z0 -> (mu, logvar) and
@@ -141,8 +137,7 @@ class FlowVAE(VAE):
         L = self.flow_length
         grads: dict = {}
         dll, dzL_obj, dlogdet, dz0_obj, dmu, dlogvar = flow_objective_backward(cache.obj, k=k)
-        dout = self._loglik_backward(dll, cache.lik, grads, k=k)
-        dc0 = output_net_backward(dout.reshape(K * B, self.input_dim), cache.dec, "dec", grads, k=k)
+        dc0 = self._decoder_loglik_backward(dll, cache.dec, grads, k=k)
         dzL = k.add(dc0.reshape(K, B, d), dzL_obj)
         dz0, du, dw, db = planar_flow_backward(dzL, dlogdet, cache.flow, k=k)
         dmu_z, dlogvar_z = reparameterize_backward(k.add(dz0, dz0_obj), cache.rep, k=k)
@@ -153,7 +148,7 @@ class FlowVAE(VAE):
                                         need_dx=need_dx)
         dx = None
         if need_dx:   # x is read by the encoder and by the likelihood
-            dx = leading_columns(dx_enc, self.input_dim, k=k) + self._loglik_dx(dll, cache.lik, k=k)
+            dx = leading_columns(dx_enc, self.input_dim, k=k) + self._loglik_dx(dll, cache.dec.lik, k=k)
         return grads, dx
 
     # ------------------------------------------------------------------ the posterior q(z|x)

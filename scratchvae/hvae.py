@@ -43,7 +43,7 @@ from .distributions import (gaussian_kl_backward, gaussian_kl_forward, log_norma
                             log_standard_normal_forward, reparameterize_backward,
                             reparameterize_forward)
 from .layers import (add_gaussian_head_params, add_mlp_params, gaussian_net_backward,
-                     gaussian_net_forward, output_net_backward, output_net_forward)
+                     gaussian_net_forward, output_net_forward)
 from .losses import (log_weights_backward, log_weights_forward, neg_elbo_backward,
                      neg_elbo_forward, neg_iwae_backward, neg_iwae_forward)
 from .model import VAE
@@ -177,8 +177,7 @@ class HVAE(VAE):
         z2, rep2 = reparameterize_forward(mu_q2, lv_q2, eps2.reshape(1, N, d2), k=k)
         z2f = z2.reshape(N, d2)
         mu_p1, lv_p1, p1 = gaussian_net_forward(p, "p1", len(g), z2f, act, k=k)          # (N, d1)
-        out, dec = output_net_forward(p, "dec", len(h), z1f, act, k=k)
-        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)   # (K, B)
+        ll, dec = self._decoder_loglik_forward(p, z1f, x, k=k)                         # (K, B)
         logq1, q1d = log_normal_forward(z1, mu_q1, lv_q1)                              # (K, B)
         logp1, p1d = log_normal_forward(z1f, mu_p1, lv_p1)                             # (N,)
         kl2, kl2c = gaussian_kl_forward(mu_q2, lv_q2, k=k)                             # (N,)
@@ -195,7 +194,7 @@ class HVAE(VAE):
             loss, lk, top = neg_iwae_forward(logw, k=k)
             per_example, top = -lk, (top, pz2, q2d)
         result = HLossResult(float(loss), per_example, ll, kl, logw, kl1, kl2)
-        return result, (x, beta, objective, q1, rep1, q2, rep2, p1, dec, lik, q1d, p1d, top)
+        return result, (x, beta, objective, q1, rep1, q2, rep2, p1, dec, q1d, p1d, top)
 
     def _backward(self, cache, *, k, need_dx):
         """The forward in reverse. The upstream gradients of the terms:
@@ -206,7 +205,7 @@ class HVAE(VAE):
         reparameterization back to the q1 network. z1 collects four gradients: the decoder's,
         log q(z1|x)'s, log p(z1|z2)'s and the q2 network's.
         """
-        x, beta, objective, q1, rep1, q2, rep2, p1, dec, lik, q1d, p1d, top = cache
+        x, beta, objective, q1, rep1, q2, rep2, p1, dec, q1d, p1d, top = cache
         K, B, d1 = rep1.eps.shape
         N, d2 = K * B, rep2.eps.shape[2]
         grads: dict = {}
@@ -229,8 +228,7 @@ class HVAE(VAE):
         dmu_z2, dlv_z2 = reparameterize_backward(dz2.reshape(1, N, d2), rep2, k=k)
         dz1_q2 = gaussian_net_backward(dmu_q2 + dmu_z2, dlv_q2 + dlv_z2, q2, "q2", grads, k=k)
         # the decoder
-        dout = self._loglik_backward(dll, lik, grads, k=k)
-        dz1_dec = output_net_backward(dout.reshape(N, self.input_dim), dec, "dec", grads, k=k)
+        dz1_dec = self._decoder_loglik_backward(dll, dec, grads, k=k)
         # log q(z1|x): z1 directly, and mu_q1/logvar_q1 directly (summed over the K samples)
         dz1_q, dmu_q1, dlv_q1 = log_normal_backward(dlogq1, q1d)
         dz1 = dz1_q + (dz1_p + dz1_q2 + dz1_dec).reshape(K, B, d1)
@@ -238,7 +236,7 @@ class HVAE(VAE):
         dmu_z1, dlv_z1 = reparameterize_backward(dz1, rep1, k=k)
         dx_q1 = gaussian_net_backward(dmu_q1 + dmu_z1, dlv_q1 + dlv_z1, q1, "q1", grads, k=k,
                                       need_da=need_dx)
-        dx = dx_q1 + self._loglik_dx(dll, lik, k=k) if need_dx else None   # x feeds q1 and p(x|z1)
+        dx = dx_q1 + self._loglik_dx(dll, dec.lik, k=k) if need_dx else None   # x feeds q1 and p(x|z1)
         return grads, dx
 
     # ------------------------------------------------------------------ the networks on their own

@@ -19,6 +19,8 @@ The batch loss is the mean over the batch. Derivation: docs/derivations.md.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ._base import Model
@@ -28,6 +30,11 @@ from .layers import (add_gaussian_head_params, add_mlp_params, add_output_params
                      gaussian_net_backward, gaussian_net_forward, leading_columns,
                      output_net_backward, output_net_forward)
 from .losses import gaussian_objective_backward, gaussian_objective_forward
+
+
+class DecoderCache(NamedTuple):
+    dec: tuple       # the decoder network's caches
+    lik: object      # the likelihood's cache
 
 
 class VAE(Model):
@@ -93,6 +100,22 @@ class VAE(Model):
         return dc0
 
     # ------------------------------------------------------------------ forward and backward
+    def _decoder_loglik_forward(self, p, c, x, *, k):
+        """The decoder and the likelihood: c (K*B, F) -> out (K, B, D) -> ll = log p(x|z) (K, B),
+        the K samples of each example as K*B decoder rows. Returns (ll, DecoderCache)."""
+        K, B = c.shape[0] // x.shape[0], x.shape[0]
+        out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims), c, self._act, k=k)
+        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)
+        return ll, DecoderCache(dec, lik)
+
+    def _decoder_loglik_backward(self, dll, cache, grads, *, k):
+        """Its reverse: dll (K, B) -> d out -> dc (K*B, F), the decoder's (and a learned
+        dec.logvar's) gradients written into ``grads``."""
+        K, B = dll.shape
+        dout = self._loglik_backward(dll, cache.lik, grads, k=k)
+        return output_net_backward(dout.reshape(K * B, self.input_dim), cache.dec, "dec", grads,
+                                   k=k)
+
     def _forward(self, p, x, y, eps, beta, objective, free_bits, *, k):
         """x -> (mu, logvar) -> z = mu + exp(logvar/2) eps -> out -> log p(x|z) -> the objective.
 
@@ -103,13 +126,11 @@ class VAE(Model):
         mu, logvar, enc = gaussian_net_forward(p, "enc", len(self.hidden_dims),
                                                self._encoder_input(x, y, k=k), self._act, k=k)
         z, rep = reparameterize_forward(mu, logvar, eps, k=k)
-        out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
-                                      self._decoder_input(z.reshape(K * B, d), y, K, k=k),
-                                      self._act, k=k)
-        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)
+        ll, dec = self._decoder_loglik_forward(
+            p, self._decoder_input(z.reshape(K * B, d), y, K, k=k), x, k=k)
         result, obj = gaussian_objective_forward(objective, ll, z, mu, logvar, beta, free_bits,
                                                  k=k)
-        return result, (enc, rep, dec, lik, obj)
+        return result, (enc, rep, dec, obj)
 
     def _backward(self, cache, *, k, need_dx):
         """The forward in reverse: the objective -> out -> z -> (mu, logvar) -> the encoder.
@@ -117,12 +138,11 @@ class VAE(Model):
         mu and logvar collect their gradients from the objective (the KL, or log q(z|x)) and
         through z; z collects the decoder's and (IWAE) the log-weights' own.
         """
-        enc, rep, dec, lik, obj = cache
+        enc, rep, dec, obj = cache
         K, B, d = rep.eps.shape
         grads: dict = {}
         dll, dz_obj, dmu, dlogvar = gaussian_objective_backward(obj, k=k)
-        dout = self._loglik_backward(dll, lik, grads, k=k)
-        dc0 = output_net_backward(dout.reshape(K * B, self.input_dim), dec, "dec", grads, k=k)
+        dc0 = self._decoder_loglik_backward(dll, dec, grads, k=k)
         dz = self._latent_grad(dc0, k=k).reshape(K, B, d)
         if dz_obj is not None:
             dz = k.add(dz, dz_obj)
@@ -131,7 +151,7 @@ class VAE(Model):
                                        grads, k=k, need_da=need_dx)
         dx = None
         if need_dx:   # x is read by the encoder and by the likelihood
-            dx = leading_columns(dx_enc, self.input_dim, k=k) + self._loglik_dx(dll, lik, k=k)
+            dx = leading_columns(dx_enc, self.input_dim, k=k) + self._loglik_dx(dll, dec.lik, k=k)
         return grads, dx
 
     # ------------------------------------------------------------------ the networks on their own
@@ -168,15 +188,12 @@ class VAE(Model):
         need_dz = check_bool("need_dz", need_dz)
         K, B, d = z.shape
         k, p = self.kernels, self.params
-        out, dec = output_net_forward(p, "dec", len(self.decoder_hidden_dims),
-                                      self._decoder_input(z.reshape(K * B, d), y, K, k=k),
-                                      self._act, k=k)
-        ll, lik = self._loglik_forward(x, out.reshape(K, B, self.input_dim), p, k=k)
+        ll, dec = self._decoder_loglik_forward(
+            p, self._decoder_input(z.reshape(K * B, d), y, K, k=k), x, k=k)
         if not need_dz:
             return ll
         unused: dict = {}   # the parameter gradients the backward also produces are not needed
-        dout = self._loglik_backward(np.ones((K, B), self.dtype), lik, unused, k=k)
-        dc0 = output_net_backward(dout.reshape(K * B, self.input_dim), dec, "dec", unused, k=k)
+        dc0 = self._decoder_loglik_backward(np.ones((K, B), self.dtype), dec, unused, k=k)
         return ll, self._latent_grad(dc0, k=k).reshape(K, B, d)
 
     def decode(self, z, y=None):
